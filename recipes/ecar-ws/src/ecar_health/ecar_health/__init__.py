@@ -1,0 +1,3 @@
+"""Health check for the ecar sample robot."""
+
+__version__ = "1.0.0"

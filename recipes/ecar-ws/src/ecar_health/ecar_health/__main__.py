@@ -1,0 +1,5 @@
+import sys
+
+from ecar_health.health_check import main
+
+sys.exit(main())
