@@ -1,0 +1,1 @@
+//! Reading `.tender` bundles.
