@@ -1,5 +1,5 @@
 from setuptools import setup
 
-# All metadata lives in setup.cfg. This file exists so that colcon's
-# colcon-python-setup-py extension identifies the package.
+# All metadata lives in setup.cfg. colcon identifies a Python package by its
+# setup.py, and reads setup.cfg directly when setup.py is a bare setup() call.
 setup()
