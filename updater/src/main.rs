@@ -1,1 +1,157 @@
-fn main() {}
+//! `tenderd`: installs verified releases into A/B slots on a robot.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tender_updater::config::{Config, DEFAULT_CONFIG_PATH};
+use tender_updater::slot::DirectorySlots;
+use tender_updater::state::{Phase, State};
+use tender_updater::status::{event_line, Status};
+use tender_updater::updater::{InstallOptions, Updater};
+
+/// Exit code of an install whose release failed its trial and was reverted.
+const EXIT_REVERTED: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(name = "tenderd", version, about = "Install signed Tender releases into A/B slots and keep the robot bootable")]
+struct Cli {
+    /// Configuration file [default: /etc/tender/updater.toml below --root].
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+
+    /// Directory that stands for `/`: every absolute path of the configuration is taken below it.
+    #[arg(long, global = true, default_value = "/")]
+    root: PathBuf,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Verify a release and install it: a `.tender` bundle, a repository directory or an http(s):// repository URL.
+    Install {
+        source: String,
+        /// Install a release even though it failed its health check before.
+        #[arg(long)]
+        allow_reverted: bool,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the installed version, active slot, state and health failures.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what happened, oldest first.
+    History {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Switch to the other slot when it holds a verified earlier release.
+    Rollback,
+    /// Mark the release on trial as good now.
+    Commit,
+    /// Finish or undo an install that was interrupted, for example at boot.
+    Recover,
+}
+
+fn config_path(cli: &Cli) -> PathBuf {
+    match &cli.config {
+        Some(path) => path.clone(),
+        None => tender_updater::config::under_root(&cli.root, std::path::Path::new(DEFAULT_CONFIG_PATH)),
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&config_path(&cli), &cli.root)?;
+    match cli.command {
+        Command::Status { json } => {
+            let state = State::load(&config.state_dir)?;
+            let status = Status::new(&state, &DirectorySlots::new(&config.slots_base));
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                println!("{}", status.to_text());
+            }
+        }
+        Command::History { json } => {
+            let state = State::load(&config.state_dir)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&state.history)?);
+            } else {
+                for event in &state.history {
+                    println!("{}", event_line(event));
+                }
+            }
+        }
+        Command::Install { source, allow_reverted, json } => {
+            let updater = Updater::open(config)?;
+            let report = updater
+                .install(&source, &InstallOptions { allow_reverted })
+                .with_context(|| format!("install from {source} failed"))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!("{} in slot {}: {} ({})", report.release, report.slot, report.phase, report.detail);
+                println!(
+                    "staged: {} files kept, {} copied, {} rebuilt; {} bytes written, {} chunks fetched ({} bytes)",
+                    report.stats.files_kept,
+                    report.stats.files_copied,
+                    report.stats.files_rebuilt,
+                    report.stats.bytes_written,
+                    report.stats.chunks_fetched,
+                    report.stats.bytes_fetched,
+                );
+            }
+            if report.phase != Phase::Committed {
+                return Ok(ExitCode::from(EXIT_REVERTED));
+            }
+        }
+        Command::Rollback => {
+            let release = Updater::open(config)?.rollback()?;
+            println!("rolled back to {release}");
+        }
+        Command::Commit => {
+            let release = Updater::open(config)?.commit()?;
+            println!("committed {release}");
+        }
+        Command::Recover => {
+            let updater = Updater::open(config)?;
+            updater.recover()?;
+            let state = updater.load_state()?;
+            println!("{}", Status::new(&state, updater.slots()).to_text());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("tenderd: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_valid() {
+        super::Cli::command().debug_assert();
+    }
+}

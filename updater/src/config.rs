@@ -1,0 +1,228 @@
+//! The robot's configuration file, `/etc/tender/updater.toml` by default.
+//!
+//! Every absolute path in it is taken below the `--root` prefix, so the whole
+//! robot can live in a temporary directory in tests. Commands are run as
+//! written.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Default location of the configuration file.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/tender/updater.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration {}: {source}; pass --config FILE", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("configuration {} is invalid: {message}", path.display())]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// The configuration file as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    compatible: String,
+    #[serde(default = "default_architecture")]
+    architecture: String,
+    trust: TrustFile,
+    #[serde(default)]
+    slots: SlotsFile,
+    #[serde(default)]
+    state: StateFile,
+    #[serde(default)]
+    services: ServicesFile,
+    #[serde(default)]
+    backup: BackupFile,
+}
+
+fn default_architecture() -> String {
+    std::env::consts::ARCH.to_owned()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrustFile {
+    root: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SlotsFile {
+    base: PathBuf,
+}
+
+impl Default for SlotsFile {
+    fn default() -> Self {
+        Self { base: PathBuf::from("/opt/ecar") }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateFile {
+    dir: PathBuf,
+}
+
+impl Default for StateFile {
+    fn default() -> Self {
+        Self { dir: PathBuf::from("/var/lib/tender") }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServicesFile {
+    restart: Vec<String>,
+    is_active: Vec<String>,
+    #[serde(with = "humantime_serde_compat")]
+    active_timeout: Duration,
+}
+
+impl Default for ServicesFile {
+    fn default() -> Self {
+        Self {
+            restart: ["systemctl", "restart", "{unit}"].map(String::from).to_vec(),
+            is_active: ["systemctl", "is-active", "--quiet", "{unit}"].map(String::from).to_vec(),
+            active_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackupFile {
+    source: PathBuf,
+    dir: Option<PathBuf>,
+    keep: usize,
+    #[serde(with = "humantime_serde_compat")]
+    max_age: Duration,
+}
+
+impl Default for BackupFile {
+    fn default() -> Self {
+        Self { source: PathBuf::from("/opt/ecar/config"), dir: None, keep: 5, max_age: Duration::from_secs(30 * 86_400) }
+    }
+}
+
+/// Parses durations such as `"30s"` or `"2h"` with humantime.
+mod humantime_serde_compat {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        humantime::parse_duration(&text)
+            .map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?} ({e}); write it like \"30s\" or \"5m\"")))
+    }
+}
+
+/// The configuration with every path resolved below the root prefix.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub compatible: String,
+    pub architecture: String,
+    pub trusted_root: PathBuf,
+    /// Directory that holds `slot-a`, `slot-b` and the `current` link.
+    pub slots_base: PathBuf,
+    /// `slots.base` as written, the path the robot sees without the prefix.
+    pub slots_base_on_robot: PathBuf,
+    pub state_dir: PathBuf,
+    pub restart_command: Vec<String>,
+    pub is_active_command: Vec<String>,
+    pub active_timeout: Duration,
+    pub backup_source: PathBuf,
+    pub backup_dir: PathBuf,
+    pub backup_keep: usize,
+    pub backup_max_age: Duration,
+}
+
+/// Joins an absolute path below `root`; `/opt/ecar` under `/tmp/r` is
+/// `/tmp/r/opt/ecar`.
+pub fn under_root(root: &Path, path: &Path) -> PathBuf {
+    match path.strip_prefix("/") {
+        Ok(relative) => root.join(relative),
+        Err(_) => root.join(path),
+    }
+}
+
+impl Config {
+    /// Loads the configuration file at `path` (below `root` when it is
+    /// absolute and no file exists at it as given).
+    pub fn load(path: &Path, root: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::parse(&text, path, root)
+    }
+
+    pub fn parse(text: &str, path: &Path, root: &Path) -> Result<Self, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid { path: path.to_owned(), message };
+        let file: ConfigFile = toml::from_str(text).map_err(|e| invalid(e.message().to_owned()))?;
+        for (field, value) in [
+            ("trust.root", &file.trust.root),
+            ("slots.base", &file.slots.base),
+            ("state.dir", &file.state.dir),
+            ("backup.source", &file.backup.source),
+        ] {
+            if !value.is_absolute() {
+                return Err(invalid(format!("{field} must be an absolute path, got {}", value.display())));
+            }
+        }
+        if file.compatible.trim().is_empty() {
+            return Err(invalid("compatible must not be empty".to_owned()));
+        }
+        if file.services.restart.is_empty() || file.services.is_active.is_empty() {
+            return Err(invalid("services.restart and services.is_active must name a command".to_owned()));
+        }
+        let state_dir = under_root(root, &file.state.dir);
+        let backup_dir = match &file.backup.dir {
+            Some(dir) => under_root(root, dir),
+            None => state_dir.join("backups"),
+        };
+        Ok(Self {
+            compatible: file.compatible,
+            architecture: file.architecture,
+            trusted_root: under_root(root, &file.trust.root),
+            slots_base: under_root(root, &file.slots.base),
+            slots_base_on_robot: file.slots.base,
+            state_dir,
+            restart_command: file.services.restart,
+            is_active_command: file.services.is_active,
+            active_timeout: file.services.active_timeout,
+            backup_source: under_root(root, &file.backup.source),
+            backup_dir,
+            backup_keep: file.backup.keep,
+            backup_max_age: file.backup.max_age,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_paths_go_below_root() {
+        let text = "compatible = \"ecar-4wd4ws\"\n[trust]\nroot = \"/etc/tender/root.json\"\n";
+        let config = Config::parse(text, Path::new("updater.toml"), Path::new("/tmp/robot")).expect("valid");
+        assert_eq!(config.trusted_root, Path::new("/tmp/robot/etc/tender/root.json"));
+        assert_eq!(config.slots_base, Path::new("/tmp/robot/opt/ecar"));
+        assert_eq!(config.backup_dir, Path::new("/tmp/robot/var/lib/tender/backups"));
+    }
+
+    #[test]
+    fn config_rejects_unknown_keys() {
+        let text = "compatible = \"x\"\ncompatibel = \"y\"\n[trust]\nroot = \"/r.json\"\n";
+        let err = Config::parse(text, Path::new("u.toml"), Path::new("/")).expect_err("typo");
+        assert!(err.to_string().contains("compatibel"), "{err}");
+    }
+
+    #[test]
+    fn config_rejects_relative_paths() {
+        let text = "compatible = \"x\"\n[trust]\nroot = \"root.json\"\n";
+        let err = Config::parse(text, Path::new("u.toml"), Path::new("/")).expect_err("relative");
+        assert!(err.to_string().contains("trust.root"), "{err}");
+    }
+}

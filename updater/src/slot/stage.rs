@@ -1,0 +1,398 @@
+//! Staging a release into the inactive slot.
+//!
+//! Staging has two steps. [`prepare`] decides for every file where its bytes
+//! come from and fetches and verifies every chunk that the robot does not
+//! hold yet; it writes nothing to the slots or the state, so a bad release is
+//! rejected before anything changes. [`PreparedStage::write`] then rewrites
+//! the inactive slot in place: files that already match are kept, files the
+//! active slot holds are copied from it, and only the rest is rebuilt from
+//! chunks. Every chunk is checked against its digest when it is decoded, and
+//! every file against its SHA-256 before it is renamed into place.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::metadata;
+use super::DirectorySlots;
+use crate::format::chunk::{decode_chunk, ChunkError};
+use crate::format::limits::MAX_STORED_CHUNK_BYTES;
+use crate::format::{ChunkRef, EntryKind, Manifest, Sha256Digest};
+use crate::source::{ReleaseSource, SourceError};
+use crate::state::Slot;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("{0}; the release is damaged, get a new copy")]
+    Chunk(#[from] ChunkError),
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io { action: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("file {path:?} rebuilt from its chunks hashes to {actual}, but the manifest says {expected}")]
+    FileDigest { path: String, expected: Sha256Digest, actual: Sha256Digest },
+}
+
+fn io_error<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(std::io::Error) -> StageError + 'p {
+    move |source| StageError::Io { action, path: path.to_owned(), source }
+}
+
+/// What staging did, for the summary and the benchmark.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StageStats {
+    /// Files already correct in the inactive slot.
+    pub files_kept: u64,
+    pub bytes_kept: u64,
+    /// Files copied whole from the active slot.
+    pub files_copied: u64,
+    pub bytes_copied: u64,
+    /// Files rebuilt from chunks.
+    pub files_rebuilt: u64,
+    /// Uncompressed chunk bytes read from the active slot.
+    pub chunk_bytes_reused: u64,
+    /// Chunks taken from the release source, and their stored size.
+    pub chunks_fetched: u64,
+    pub bytes_fetched: u64,
+    /// File bytes written into the slot (copied plus rebuilt).
+    pub bytes_written: u64,
+}
+
+#[derive(Debug, Clone)]
+enum FilePlan {
+    Keep,
+    CopyFromActive(PathBuf),
+    Rebuild,
+}
+
+/// Where a chunk lies in a file of the active slot.
+#[derive(Debug, Clone)]
+struct LocalChunk {
+    path: PathBuf,
+    offset: u64,
+}
+
+/// A staging plan whose chunks were all fetched and verified.
+pub struct PreparedStage<'m> {
+    manifest: &'m Manifest,
+    slot_dir: PathBuf,
+    scratch: PathBuf,
+    active_dir: Option<PathBuf>,
+    plans: HashMap<String, FilePlan>,
+    local_chunks: HashMap<Sha256Digest, LocalChunk>,
+    cache_dir: PathBuf,
+    stats: StageStats,
+}
+
+/// Hashes a file, or returns `None` when it cannot be read.
+fn hash_file(path: &Path) -> Option<Sha256Digest> {
+    let mut file = File::open(path).ok()?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).ok()?;
+    Some(Sha256Digest::from_hasher(hasher))
+}
+
+/// Whether `path` is a regular file of `size` bytes with no other names. A
+/// file with other hardlinks is never kept, because setting its metadata
+/// would change those names too.
+fn is_lone_file_of_size(path: &Path, size: u64) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file() && m.len() == size && m.nlink() == 1)
+}
+
+/// Plans the staging of `manifest` into `target` and fetches every chunk the
+/// robot lacks, verifying each. Writes only to `cache_dir`, and only for
+/// remote sources.
+pub fn prepare<'m>(
+    manifest: &'m Manifest,
+    slots: &DirectorySlots,
+    target: Slot,
+    active: Option<(Slot, &Manifest)>,
+    source: &mut dyn ReleaseSource,
+    cache_dir: &Path,
+) -> Result<PreparedStage<'m>, StageError> {
+    let slot_dir = slots.slot_dir(target);
+    let active_dir = active.map(|(slot, _)| slots.slot_dir(slot));
+
+    // Files and chunks of the active slot, by digest.
+    let mut active_files: HashMap<Sha256Digest, PathBuf> = HashMap::new();
+    let mut local_chunks: HashMap<Sha256Digest, LocalChunk> = HashMap::new();
+    if let (Some((_, active_manifest)), Some(dir)) = (active, &active_dir) {
+        for entry in &active_manifest.entries {
+            if let EntryKind::File { sha256, chunks, .. } = &entry.kind {
+                let path = dir.join(&entry.path);
+                active_files.entry(*sha256).or_insert_with(|| path.clone());
+                let mut offset = 0;
+                for chunk in chunks {
+                    local_chunks.entry(chunk.digest).or_insert_with(|| LocalChunk { path: path.clone(), offset });
+                    offset += chunk.size;
+                }
+            }
+        }
+    }
+
+    let mut stats = StageStats::default();
+    let mut plans = HashMap::new();
+    let mut needed: Vec<ChunkRef> = Vec::new();
+    let mut seen: HashSet<Sha256Digest> = HashSet::new();
+    for entry in &manifest.entries {
+        let EntryKind::File { size, sha256, chunks } = &entry.kind else { continue };
+        let existing = slot_dir.join(&entry.path);
+        let plan = if is_lone_file_of_size(&existing, *size) && hash_file(&existing) == Some(*sha256) {
+            stats.files_kept += 1;
+            stats.bytes_kept += size;
+            FilePlan::Keep
+        } else if let Some(path) = active_files.get(sha256) {
+            FilePlan::CopyFromActive(path.clone())
+        } else {
+            for chunk in chunks {
+                if !local_chunks.contains_key(&chunk.digest) && seen.insert(chunk.digest) {
+                    needed.push(*chunk);
+                }
+            }
+            FilePlan::Rebuild
+        };
+        plans.insert(entry.path.clone(), plan);
+    }
+
+    let remote = source.is_remote();
+    if remote {
+        fs::create_dir_all(cache_dir).map_err(io_error("create cache directory", cache_dir))?;
+    }
+    for chunk in &needed {
+        let cached = cache_dir.join(format!("{}.zst", chunk.digest));
+        if remote && cached.exists() {
+            let stored = fs::read(&cached).map_err(io_error("read cached chunk", &cached))?;
+            if decode_chunk(chunk, &stored).is_ok() {
+                continue;
+            }
+        }
+        let stored = source.chunk(&chunk.digest, MAX_STORED_CHUNK_BYTES)?;
+        decode_chunk(chunk, &stored)?;
+        stats.chunks_fetched += 1;
+        stats.bytes_fetched += stored.len() as u64;
+        if remote {
+            crate::fsutil::write_atomic(&cached, &stored).map_err(|e| StageError::Io {
+                action: "write cached chunk",
+                path: cached.clone(),
+                source: e.source,
+            })?;
+        }
+    }
+    tracing::info!(
+        kept = stats.files_kept,
+        chunks_to_fetch = needed.len(),
+        bytes_fetched = stats.bytes_fetched,
+        "staging plan ready"
+    );
+
+    Ok(PreparedStage {
+        manifest,
+        slot_dir,
+        scratch: slots.scratch_dir(),
+        active_dir,
+        plans,
+        local_chunks,
+        cache_dir: cache_dir.to_owned(),
+        stats,
+    })
+}
+
+impl PreparedStage<'_> {
+    /// Rewrites the inactive slot to match the manifest. The caller has
+    /// persisted that this slot is being staged.
+    pub fn write(mut self, source: &mut dyn ReleaseSource) -> Result<StageStats, StageError> {
+        let slot_dir = self.slot_dir.clone();
+        fs::create_dir_all(&slot_dir).map_err(io_error("create slot", &slot_dir))?;
+        fs::create_dir_all(&self.scratch).map_err(io_error("create scratch directory", &self.scratch))?;
+        self.remove_unwanted()?;
+
+        for entry in &self.manifest.entries {
+            let path = slot_dir.join(&entry.path);
+            match &entry.kind {
+                EntryKind::Dir => {
+                    if !fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+                        fs::create_dir(&path).map_err(io_error("create directory", &path))?;
+                    }
+                }
+                EntryKind::File { size, sha256, chunks } => {
+                    let plan = self.plans.get(&entry.path).cloned().unwrap_or(FilePlan::Rebuild);
+                    match plan {
+                        FilePlan::Keep => {}
+                        FilePlan::CopyFromActive(from) => {
+                            if self.copy_file(&from, &path, sha256)? {
+                                self.stats.files_copied += 1;
+                                self.stats.bytes_copied += size;
+                                self.stats.bytes_written += size;
+                            } else {
+                                tracing::warn!(path = %from.display(), "active file differs from its manifest; rebuilding from chunks");
+                                self.rebuild_file(&entry.path, &path, sha256, chunks, source)?;
+                            }
+                        }
+                        FilePlan::Rebuild => self.rebuild_file(&entry.path, &path, sha256, chunks, source)?,
+                    }
+                    metadata::apply(&path, entry, false).map_err(io_error("set metadata of", &path))?;
+                }
+                EntryKind::Symlink { target } => {
+                    let current = fs::read_link(&path).ok();
+                    if current.as_deref() != Some(Path::new(target)) {
+                        remove_any(&path)?;
+                        std::os::unix::fs::symlink(target, &path).map_err(io_error("create symlink", &path))?;
+                    }
+                    metadata::apply(&path, entry, true).map_err(io_error("set metadata of", &path))?;
+                }
+                EntryKind::Hardlink { target } => {
+                    remove_any(&path)?;
+                    let original = slot_dir.join(target);
+                    fs::hard_link(&original, &path).map_err(io_error("create hardlink", &path))?;
+                }
+            }
+        }
+        // Directory times change while their contents are written, so they
+        // are set last, deepest first.
+        for entry in self.manifest.entries.iter().rev() {
+            if matches!(entry.kind, EntryKind::Dir) {
+                let path = slot_dir.join(&entry.path);
+                metadata::apply(&path, entry, false).map_err(io_error("set metadata of", &path))?;
+            }
+        }
+        let _ = fs::remove_dir(&self.scratch);
+        sync_filesystem(&slot_dir)?;
+        Ok(self.stats)
+    }
+
+    /// Removes whatever in the slot the manifest does not list with the same
+    /// kind, deepest first, without following symlinks.
+    fn remove_unwanted(&self) -> Result<(), StageError> {
+        let wanted: HashMap<&str, &EntryKind> =
+            self.manifest.entries.iter().map(|e| (e.path.as_str(), &e.kind)).collect();
+        for item in walkdir::WalkDir::new(&self.slot_dir).min_depth(1).contents_first(true) {
+            let item = item.map_err(|e| StageError::Io {
+                action: "read slot",
+                path: self.slot_dir.clone(),
+                source: e.into(),
+            })?;
+            let Ok(relative) = item.path().strip_prefix(&self.slot_dir) else { continue };
+            let relative = relative.to_string_lossy();
+            let file_type = item.file_type();
+            let keep = match wanted.get(relative.as_ref()) {
+                Some(EntryKind::Dir) => file_type.is_dir(),
+                Some(EntryKind::File { .. } | EntryKind::Hardlink { .. }) => file_type.is_file(),
+                Some(EntryKind::Symlink { .. }) => file_type.is_symlink(),
+                None => false,
+            };
+            if !keep {
+                remove_any(item.path())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies a file of the active slot into the scratch directory while
+    /// hashing it, then renames it into place. Returns `false`, writing
+    /// nothing, when the copy does not hash to `expected`.
+    fn copy_file(&self, from: &Path, to: &Path, expected: &Sha256Digest) -> Result<bool, StageError> {
+        let temp = self.scratch.join("copy");
+        let mut input = File::open(from).map_err(io_error("open active file", from))?;
+        let mut output = File::create(&temp).map_err(io_error("create", &temp))?;
+        let mut hasher = Sha256::new();
+        let mut buffer = vec![0u8; 256 * 1024];
+        loop {
+            let read = input.read(&mut buffer).map_err(io_error("read active file", from))?;
+            if read == 0 {
+                break;
+            }
+            hasher.update(&buffer[..read]);
+            output.write_all(&buffer[..read]).map_err(io_error("write", &temp))?;
+        }
+        if Sha256Digest::from_hasher(hasher) != *expected {
+            let _ = fs::remove_file(&temp);
+            return Ok(false);
+        }
+        drop(output);
+        fs::rename(&temp, to).map_err(io_error("rename into place", to))?;
+        Ok(true)
+    }
+
+    /// Rebuilds a file from its chunks, taking each from the active slot when
+    /// it holds it and from the cache or the source otherwise.
+    fn rebuild_file(
+        &mut self,
+        entry_path: &str,
+        to: &Path,
+        expected: &Sha256Digest,
+        chunks: &[ChunkRef],
+        source: &mut dyn ReleaseSource,
+    ) -> Result<(), StageError> {
+        let temp = self.scratch.join("rebuild");
+        let mut output = File::create(&temp).map_err(io_error("create", &temp))?;
+        let mut hasher = Sha256::new();
+        for chunk in chunks {
+            let plain = self.chunk_bytes(chunk, source)?;
+            hasher.update(&plain);
+            output.write_all(&plain).map_err(io_error("write", &temp))?;
+            self.stats.bytes_written += plain.len() as u64;
+        }
+        drop(output);
+        let actual = Sha256Digest::from_hasher(hasher);
+        if actual != *expected {
+            let _ = fs::remove_file(&temp);
+            return Err(StageError::FileDigest { path: entry_path.to_owned(), expected: *expected, actual });
+        }
+        fs::rename(&temp, to).map_err(io_error("rename into place", to))?;
+        self.stats.files_rebuilt += 1;
+        Ok(())
+    }
+
+    /// Returns the verified plain bytes of a chunk.
+    fn chunk_bytes(&mut self, chunk: &ChunkRef, source: &mut dyn ReleaseSource) -> Result<Vec<u8>, StageError> {
+        if let Some(local) = self.local_chunks.get(&chunk.digest) {
+            if let Some(dir) = &self.active_dir {
+                let path = dir.join(&local.path);
+                if let Some(plain) = read_range(&path, local.offset, chunk.size) {
+                    if Sha256Digest::of(&plain) == chunk.digest {
+                        self.stats.chunk_bytes_reused += chunk.size;
+                        return Ok(plain);
+                    }
+                }
+                tracing::warn!(path = %path.display(), chunk = %chunk.digest, "active slot chunk differs; fetching it");
+            }
+        }
+        let cached = self.cache_dir.join(format!("{}.zst", chunk.digest));
+        if let Ok(stored) = fs::read(&cached) {
+            if let Ok(plain) = decode_chunk(chunk, &stored) {
+                return Ok(plain);
+            }
+        }
+        let stored = source.chunk(&chunk.digest, MAX_STORED_CHUNK_BYTES)?;
+        Ok(decode_chunk(chunk, &stored)?)
+    }
+}
+
+fn read_range(path: &Path, offset: u64, len: u64) -> Option<Vec<u8>> {
+    let mut file = File::open(path).ok()?;
+    file.seek(SeekFrom::Start(offset)).ok()?;
+    let mut bytes = vec![0u8; len as usize];
+    file.read_exact(&mut bytes).ok()?;
+    Some(bytes)
+}
+
+/// Removes a file, symlink or directory tree at `path`, if there is one,
+/// without following symlinks.
+fn remove_any(path: &Path) -> Result<(), StageError> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => fs::remove_dir_all(path).map_err(io_error("remove", path)),
+        Ok(_) => fs::remove_file(path).map_err(io_error("remove", path)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_error("inspect", path)(e)),
+    }
+}
+
+/// Flushes the file system that holds the slot: one `syncfs` instead of an
+/// fsync per file.
+fn sync_filesystem(dir: &Path) -> Result<(), StageError> {
+    let handle = File::open(dir).map_err(io_error("open", dir))?;
+    rustix::fs::syncfs(&handle).map_err(|e| StageError::Io { action: "sync", path: dir.to_owned(), source: e.into() })
+}

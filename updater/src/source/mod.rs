@@ -1,0 +1,95 @@
+//! Where a release comes from: a `.tender` bundle, a repository directory, or
+//! a repository served over HTTP. Every source hands out raw bytes; the
+//! caller verifies them before use.
+
+mod bundle;
+mod dir;
+mod http;
+
+use std::path::Path;
+
+use crate::format::Sha256Digest;
+
+pub use bundle::BundleSource;
+pub use dir::DirSource;
+pub use http::HttpSource;
+
+/// Why a source could not deliver what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error(transparent)]
+    Bundle(#[from] crate::format::bundle::BundleError),
+    #[error("cannot read {}: {source}", path.display())]
+    Io { path: std::path::PathBuf, source: std::io::Error },
+    #[error("{what} is {len} bytes, more than the limit of {limit}")]
+    TooLarge { what: String, len: u64, limit: u64 },
+    #[error("download of {url} failed: {detail}")]
+    Http { url: String, detail: String },
+    #[error("{what} was not found in {source_name}")]
+    NotFound { what: String, source_name: String },
+    #[error("source {0:?} is neither a .tender file, a repository directory nor an http:// or https:// URL")]
+    Unknown(String),
+}
+
+/// A place that holds a release's metadata and chunks.
+pub trait ReleaseSource {
+    /// Describes the source in messages, such as its path or URL.
+    fn describe(&self) -> String;
+
+    /// Whether reading from the source costs network traffic, so that
+    /// fetched chunks are worth keeping in the download cache.
+    fn is_remote(&self) -> bool {
+        false
+    }
+
+    /// Returns `targets.json` as stored, at most `limit` bytes.
+    fn targets(&mut self, limit: u64) -> Result<Vec<u8>, SourceError>;
+
+    /// Returns the manifest this source is pinned to, if it is a bundle.
+    fn pinned_manifest(&mut self) -> Option<Vec<u8>>;
+
+    /// Returns a manifest target by its TUF target name, at most `limit` bytes.
+    fn manifest(&mut self, target_name: &str, limit: u64) -> Result<Vec<u8>, SourceError>;
+
+    /// Returns the stored (compressed) bytes of a chunk, at most `limit` bytes.
+    fn chunk(&mut self, digest: &Sha256Digest, limit: u64) -> Result<Vec<u8>, SourceError>;
+}
+
+/// Opens a source from the text a user gave: an `http://` or `https://` URL
+/// of a repository, a `.tender` file, or a repository directory.
+pub fn open_source(text: &str) -> Result<Box<dyn ReleaseSource>, SourceError> {
+    if text.starts_with("http://") || text.starts_with("https://") {
+        return Ok(Box::new(HttpSource::new(text)?));
+    }
+    let path = Path::new(text);
+    if path.is_file() {
+        return Ok(Box::new(BundleSource::open(path)?));
+    }
+    if path.join(crate::format::layout::TARGETS_FILE).is_file() {
+        return Ok(Box::new(DirSource::new(path)));
+    }
+    Err(SourceError::Unknown(text.to_owned()))
+}
+
+/// Reads a whole file, rejecting one longer than `limit` before reading it.
+pub fn read_bounded(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>, SourceError> {
+    use std::io::Read;
+    let io = |source| SourceError::Io { path: path.to_owned(), source };
+    let file = std::fs::File::open(path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            SourceError::NotFound { what: what.to_owned(), source_name: path.display().to_string() }
+        } else {
+            io(source)
+        }
+    })?;
+    let len = file.metadata().map_err(io)?.len();
+    if len > limit {
+        return Err(SourceError::TooLarge { what: what.to_owned(), len, limit });
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.take(limit + 1).read_to_end(&mut bytes).map_err(io)?;
+    if bytes.len() as u64 > limit {
+        return Err(SourceError::TooLarge { what: what.to_owned(), len: bytes.len() as u64, limit });
+    }
+    Ok(bytes)
+}

@@ -1,0 +1,616 @@
+//! The install state machine of a robot with A/B directory slots.
+//!
+//! Order of an install, each step persisted before its side effect:
+//!
+//! 1. verify the release against the trusted root and fetch every chunk the
+//!    robot lacks (nothing written to the slots or the state yet);
+//! 2. `staging`: rewrite the inactive slot, then check it file by file;
+//! 3. pre-switch checks against the staged slot, backup of the configuration;
+//! 4. `switching`: move the `current` link; `trial` once it points there;
+//! 5. restart the services, run the health check, then `committed`, or switch
+//!    back (`reverted`) after the configured number of consecutive failures.
+//!
+//! [`Updater::recover`] brings a robot whose `tenderd` died at any of these
+//! points back to a consistent state.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tender_keys::{verify_root, Root, Verified};
+
+use crate::backup::backup_config;
+use crate::command;
+use crate::config::Config;
+use crate::format::limits::{MAX_MANIFEST_BYTES, MAX_ROOT_BYTES};
+use crate::format::{HealthCheck, Manifest};
+use crate::fsutil::{write_atomic, FsError};
+use crate::slot::{check_slot, prepare, DirectorySlots, StageStats};
+use crate::source::{open_source, read_bounded};
+use crate::state::{now_text, Phase, RejectedRelease, Slot, SlotRelease, State, StateError};
+use crate::verify::{fetch_verified_release, VerifiedRelease};
+
+/// Why an operation was refused or failed. Each message is one line that
+/// names the value and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    #[error("cannot load the trusted root {}: {detail}", path.display())]
+    TrustedRoot { path: PathBuf, detail: String },
+    #[error(transparent)]
+    Source(#[from] crate::source::SourceError),
+    #[error(transparent)]
+    Verify(#[from] crate::verify::VerifyError),
+    #[error(transparent)]
+    Stage(#[from] crate::slot::StageError),
+    #[error(transparent)]
+    Check(#[from] crate::slot::CheckError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    #[error("release {release} is for compatible {found:?} but this robot is {expected:?}; use a release built for {expected:?}")]
+    Incompatible { release: String, found: String, expected: String },
+    #[error("release {release} is built for {found} but this robot is {expected}; build it for {expected}")]
+    WrongArchitecture { release: String, found: String, expected: String },
+    #[error("release {release} installs to {found} but this robot's slots are at {expected}; fix slots.base or the recipe prefix")]
+    WrongPrefix { release: String, found: String, expected: String },
+    #[error("release {release} is not newer than the installed {installed}; publish a higher version")]
+    NotNewer { release: String, installed: String },
+    #[error("release {release} (sha256 {digest}) failed its health check on {time} and was reverted ({reason}); pass --allow-reverted to install it anyway")]
+    Rejected { release: String, digest: String, time: String, reason: String },
+    #[error("a trial of {release} is under way; run `tenderd commit` or `tenderd rollback` first")]
+    TrialUnderWay { release: String },
+    #[error("pre-switch check of {release} failed: {detail}; the active slot is unchanged")]
+    PreSwitch { release: String, detail: String },
+    #[error("nothing to commit: the state is {phase}, not trial")]
+    NothingToCommit { phase: Phase },
+    #[error("cannot roll back: {reason}")]
+    Rollback { reason: String },
+    #[error("another tenderd holds the lock {}; wait for it to finish", path.display())]
+    Locked { path: PathBuf },
+}
+
+/// Options of an install.
+#[derive(Debug, Clone, Default)]
+pub struct InstallOptions {
+    /// Install a release even though it was reverted before.
+    pub allow_reverted: bool,
+}
+
+/// What an install ended with.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct InstallReport {
+    pub release: String,
+    pub slot: Slot,
+    pub phase: Phase,
+    pub stats: StageStats,
+    pub detail: String,
+}
+
+/// How a trial ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum TrialResult {
+    Committed,
+    Reverted(String),
+    FailedWithoutFallback(String),
+}
+
+/// The robot side of Tender, for one configuration.
+pub struct Updater {
+    config: Config,
+    slots: DirectorySlots,
+    _lock: File,
+}
+
+fn manifest_copy_path(state_dir: &Path, slot: Slot) -> PathBuf {
+    state_dir.join("manifests").join(format!("{}.json", slot.dir_name()))
+}
+
+fn slot_release(verified: &VerifiedRelease) -> SlotRelease {
+    let manifest = verified.manifest();
+    SlotRelease { name: manifest.name.clone(), version: manifest.version.clone(), digest: verified.digest() }
+}
+
+impl Updater {
+    /// Opens the updater and takes the state lock, so that only one
+    /// `tenderd` changes slots at a time.
+    pub fn open(config: Config) -> Result<Self, UpdateError> {
+        std::fs::create_dir_all(&config.state_dir)
+            .map_err(|e| FsError::new("create state directory", &config.state_dir, e))?;
+        let lock_path = config.state_dir.join("lock");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| FsError::new("open lock", &lock_path, e))?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+            .map_err(|_| UpdateError::Locked { path: lock_path.clone() })?;
+        let slots = DirectorySlots::new(&config.slots_base);
+        Ok(Self { config, slots, _lock: lock })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn slots(&self) -> &DirectorySlots {
+        &self.slots
+    }
+
+    pub fn load_state(&self) -> Result<State, UpdateError> {
+        Ok(State::load(&self.config.state_dir)?)
+    }
+
+    fn save(&self, state: &State) -> Result<(), UpdateError> {
+        Ok(state.save(&self.config.state_dir)?)
+    }
+
+    fn trusted_root(&self) -> Result<Verified<Root>, UpdateError> {
+        let path = &self.config.trusted_root;
+        let error = |detail: String| UpdateError::TrustedRoot { path: path.clone(), detail };
+        let bytes = read_bounded(path, MAX_ROOT_BYTES, "trusted root").map_err(|e| error(e.to_string()))?;
+        verify_root(&bytes, &path.display().to_string()).map_err(|e| error(e.to_string()))
+    }
+
+    /// Loads the verified manifest copy kept for a slot.
+    fn slot_manifest(&self, slot: Slot) -> Option<Manifest> {
+        let path = manifest_copy_path(&self.config.state_dir, slot);
+        let bytes = read_bounded(&path, MAX_MANIFEST_BYTES, "slot manifest").ok()?;
+        match Manifest::parse(&bytes) {
+            Ok(manifest) => Some(manifest),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "ignoring unreadable slot manifest");
+                None
+            }
+        }
+    }
+
+    /// Runtime path of the active release on this robot, below the root
+    /// prefix: the `current` link.
+    fn runtime_path(&self) -> String {
+        self.slots.current_link().display().to_string()
+    }
+
+    /// Checks that a verified release may be installed on this robot.
+    fn check_eligible(&self, state: &State, release: &VerifiedRelease, options: &InstallOptions) -> Result<(), UpdateError> {
+        let manifest = release.manifest();
+        let name = format!("{} {}", manifest.name, manifest.version);
+        if manifest.compatible != self.config.compatible {
+            return Err(UpdateError::Incompatible {
+                release: name,
+                found: manifest.compatible.clone(),
+                expected: self.config.compatible.clone(),
+            });
+        }
+        if manifest.architecture != self.config.architecture {
+            return Err(UpdateError::WrongArchitecture {
+                release: name,
+                found: manifest.architecture.clone(),
+                expected: self.config.architecture.clone(),
+            });
+        }
+        if Path::new(&manifest.prefix) != self.config.slots_base_on_robot {
+            return Err(UpdateError::WrongPrefix {
+                release: name,
+                found: manifest.prefix.clone(),
+                expected: self.config.slots_base_on_robot.display().to_string(),
+            });
+        }
+        if let Some(installed) = state.committed_release() {
+            if manifest.version <= installed.version {
+                return Err(UpdateError::NotNewer { release: name, installed: installed.to_string() });
+            }
+        }
+        if let Some(rejected) = state.is_rejected(&release.digest()) {
+            if !options.allow_reverted {
+                return Err(UpdateError::Rejected {
+                    release: name,
+                    digest: release.digest().to_hex(),
+                    time: rejected.time.clone(),
+                    reason: rejected.reason.clone(),
+                });
+            }
+        }
+        if state.phase == Phase::Trial {
+            let release = state.active.and_then(|s| state.slot_release(s)).map(|r| r.to_string()).unwrap_or_default();
+            return Err(UpdateError::TrialUnderWay { release });
+        }
+        Ok(())
+    }
+
+    /// Installs a release from `source_text` (a bundle, a repository
+    /// directory or an HTTP URL) and runs its trial to the end.
+    pub fn install(&self, source_text: &str, options: &InstallOptions) -> Result<InstallReport, UpdateError> {
+        self.recover()?;
+        let mut state = self.load_state()?;
+        let root = self.trusted_root()?;
+        let mut source = open_source(source_text)?;
+        let release = fetch_verified_release(&root, source.as_mut(), &self.config.compatible)?;
+        self.check_eligible(&state, &release, options)?;
+        let manifest = release.manifest();
+        let record = slot_release(&release);
+        tracing::info!(release = %record, digest = %release.digest(), source = %source.describe(), "release verified");
+
+        let active = state.active;
+        let target = active.map_or(Slot::A, Slot::other);
+        let active_manifest = active.and_then(|slot| self.slot_manifest(slot));
+        let cache_dir = self.config.state_dir.join("cache");
+        let prepared = prepare(
+            manifest,
+            &self.slots,
+            target,
+            active.zip(active_manifest.as_ref()),
+            source.as_mut(),
+            &cache_dir,
+        )?;
+
+        // From here on the inactive slot changes, so the state says so first.
+        state.phase = Phase::Staging;
+        state.target = Some(target);
+        state.set_slot_release(target, None);
+        state.last_error = None;
+        state.record("staging", Some(target), Some(record.clone()), source.describe());
+        self.save(&state)?;
+
+        let staged = prepared
+            .write(source.as_mut())
+            .map_err(UpdateError::from)
+            .and_then(|stats| check_slot(&self.slots.slot_dir(target), manifest).map(|()| stats).map_err(UpdateError::from));
+        let stats = match staged {
+            Ok(stats) => stats,
+            Err(error) => return Err(self.fail_install(&mut state, target, &record, error)),
+        };
+        let manifest_copy = manifest_copy_path(&self.config.state_dir, target);
+        let manifest_bytes = tender_keys::to_canonical_json(manifest).map_err(|e| StateError::Corrupt {
+            path: manifest_copy.clone(),
+            source: serde_json::Error::io(std::io::Error::other(e.to_string())),
+        })?;
+        write_atomic(&manifest_copy, &manifest_bytes)?;
+        state.set_slot_release(target, Some(record.clone()));
+        state.record("staged", Some(target), Some(record.clone()), format!("{} bytes written", stats.bytes_written));
+        self.save(&state)?;
+
+        if let Err(detail) = self.pre_switch_checks(manifest, target) {
+            let error = UpdateError::PreSwitch { release: record.to_string(), detail };
+            state.phase = Phase::Failed;
+            state.target = None;
+            state.last_error = Some(error.to_string());
+            state.record("pre-switch failed", Some(target), Some(record), error.to_string());
+            self.save(&state)?;
+            return Err(error);
+        }
+
+        backup_config(
+            &self.config.backup_source,
+            &self.config.backup_dir,
+            &record.version.to_string(),
+            self.config.backup_keep,
+            self.config.backup_max_age,
+        )?;
+
+        self.switch(&mut state, target, Some(record.clone()), "switching")?;
+        state.phase = Phase::Trial;
+        state.health_failures = 0;
+        self.save(&state)?;
+        let result = self.run_trial(&mut state, &manifest.services, &manifest.health)?;
+        let (phase, detail) = match result {
+            TrialResult::Committed => (Phase::Committed, "health check passed".to_owned()),
+            TrialResult::Reverted(reason) => (Phase::Reverted, reason),
+            TrialResult::FailedWithoutFallback(reason) => (Phase::Failed, reason),
+        };
+        Ok(InstallReport { release: record.to_string(), slot: target, phase, stats, detail })
+    }
+
+    /// Records a failed staging: the target slot holds nothing usable and the
+    /// active slot was not touched.
+    fn fail_install(&self, state: &mut State, target: Slot, record: &SlotRelease, error: UpdateError) -> UpdateError {
+        state.phase = Phase::Failed;
+        state.target = None;
+        state.set_slot_release(target, None);
+        state.last_error = Some(error.to_string());
+        state.record("staging failed", Some(target), Some(record.clone()), error.to_string());
+        if let Err(save_error) = self.save(state) {
+            tracing::error!(error = %save_error, "cannot record the failed install");
+        }
+        error
+    }
+
+    /// Runs the release's pre-switch checks against the staged slot.
+    fn pre_switch_checks(&self, manifest: &Manifest, slot: Slot) -> Result<(), String> {
+        let slot_dir = self.slots.slot_dir(slot);
+        for required in &manifest.pre_switch.required_files {
+            if std::fs::symlink_metadata(slot_dir.join(required)).is_err() {
+                return Err(format!("required file {required:?} is missing from the staged slot"));
+            }
+        }
+        if manifest.pre_switch.self_test.is_empty() {
+            return Ok(());
+        }
+        let slot_text = slot_dir.display().to_string();
+        let argv = command::expand(&manifest.pre_switch.self_test, &[("slot", &slot_text)]);
+        let timeout = Duration::from_millis(manifest.pre_switch.self_test_timeout_ms);
+        let outcome = command::run(&argv, Some(&slot_dir), timeout);
+        tracing::info!(command = ?argv, outcome = %outcome.describe(), "pre-switch self-test");
+        if outcome.is_success() {
+            Ok(())
+        } else {
+            Err(format!("self-test {:?} {}", argv.join(" "), outcome.describe()))
+        }
+    }
+
+    /// Moves `current` to `target`, persisting `switching` first.
+    fn switch(&self, state: &mut State, target: Slot, record: Option<SlotRelease>, event: &str) -> Result<(), UpdateError> {
+        state.phase = Phase::Switching;
+        state.target = Some(target);
+        state.record(event, Some(target), record, "");
+        self.save(state)?;
+        self.slots.switch_to(target)?;
+        state.active = Some(target);
+        Ok(())
+    }
+
+    /// Restarts the services one at a time; each must be active before the
+    /// next. Returns the first failure.
+    fn restart_services(&self, services: &[String]) -> Result<(), String> {
+        for unit in services {
+            let argv = command::expand(&self.config.restart_command, &[("unit", unit)]);
+            let outcome = command::run(&argv, None, self.config.active_timeout);
+            if !outcome.is_success() {
+                return Err(format!("restart of {unit} {}", outcome.describe()));
+            }
+            let argv = command::expand(&self.config.is_active_command, &[("unit", unit)]);
+            let started = std::time::Instant::now();
+            loop {
+                let outcome = command::run(&argv, None, self.config.active_timeout);
+                if outcome.is_success() {
+                    tracing::info!(unit, "service active");
+                    break;
+                }
+                if started.elapsed() >= self.config.active_timeout {
+                    return Err(format!(
+                        "{unit} is not active {} after its restart",
+                        humantime::format_duration(self.config.active_timeout)
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the trial of the active slot: services, then the health check
+    /// until it passes or fails `failures_to_revert` times in a row.
+    fn run_trial(&self, state: &mut State, services: &[String], health: &HealthCheck) -> Result<TrialResult, UpdateError> {
+        let Some(active) = state.active else {
+            return Ok(TrialResult::FailedWithoutFallback("no active slot".to_owned()));
+        };
+        let record = state.slot_release(active).cloned();
+        if let Err(reason) = self.restart_services(services) {
+            return self.revert(state, &reason);
+        }
+        let prefix = self.runtime_path();
+        let argv = command::expand(&health.command, &[("prefix", &prefix)]);
+        let timeout = Duration::from_millis(health.timeout_ms);
+        let limit = health.failures_to_revert.max(1);
+        loop {
+            let outcome = command::run(&argv, None, timeout);
+            if outcome.is_success() {
+                state.phase = Phase::Committed;
+                state.committed = Some(active);
+                state.target = None;
+                state.health_failures = 0;
+                state.record("committed", Some(active), record, "health check passed");
+                self.save(state)?;
+                return Ok(TrialResult::Committed);
+            }
+            state.health_failures += 1;
+            tracing::warn!(
+                failures = state.health_failures,
+                limit,
+                outcome = %outcome.describe(),
+                "health check failed"
+            );
+            self.save(state)?;
+            if state.health_failures >= limit {
+                let reason = format!(
+                    "health check failed {} times in a row, last: {}",
+                    state.health_failures,
+                    outcome.describe()
+                );
+                return self.revert(state, &reason);
+            }
+            std::thread::sleep(Duration::from_millis(health.interval_ms));
+        }
+    }
+
+    /// Switches back to the committed slot after a failed trial and remembers
+    /// the failed release so it is not installed again automatically.
+    fn revert(&self, state: &mut State, reason: &str) -> Result<TrialResult, UpdateError> {
+        let failed_slot = state.active;
+        let failed = failed_slot.and_then(|slot| state.slot_release(slot)).cloned();
+        if let Some(release) = &failed {
+            state.rejected.retain(|r| r.release.digest != release.digest);
+            state.rejected.push(RejectedRelease { release: release.clone(), reason: reason.to_owned(), time: now_text() });
+        }
+        let fallback = state.committed.filter(|slot| Some(*slot) != failed_slot);
+        let Some(fallback) = fallback else {
+            state.phase = Phase::Failed;
+            state.target = None;
+            state.last_error = Some(format!("{reason}; no committed slot to revert to"));
+            state.record("trial failed", failed_slot, failed, format!("{reason}; no committed slot to revert to"));
+            self.save(state)?;
+            return Ok(TrialResult::FailedWithoutFallback(reason.to_owned()));
+        };
+        let fallback_release = state.slot_release(fallback).cloned();
+        self.switch(state, fallback, fallback_release, "reverting")?;
+        self.finish_revert(state, fallback, failed_slot, failed, reason)
+    }
+
+    fn finish_revert(
+        &self,
+        state: &mut State,
+        fallback: Slot,
+        failed_slot: Option<Slot>,
+        failed: Option<SlotRelease>,
+        reason: &str,
+    ) -> Result<TrialResult, UpdateError> {
+        let services = self.slot_manifest(fallback).map(|m| m.services).unwrap_or_default();
+        if let Err(error) = self.restart_services(&services) {
+            tracing::error!(%error, "services did not come back after the revert");
+        }
+        state.phase = Phase::Reverted;
+        state.target = None;
+        state.health_failures = 0;
+        state.last_error = Some(reason.to_owned());
+        state.record("reverted", failed_slot, failed, reason);
+        self.save(state)?;
+        Ok(TrialResult::Reverted(reason.to_owned()))
+    }
+
+    /// Brings the robot back to a consistent state after `tenderd` stopped
+    /// in the middle of an install, and finishes an interrupted trial.
+    pub fn recover(&self) -> Result<(), UpdateError> {
+        let mut state = self.load_state()?;
+        match state.phase {
+            Phase::Idle | Phase::Committed | Phase::Reverted | Phase::Failed => Ok(()),
+            Phase::Staging => {
+                let target = state.target;
+                tracing::warn!(slot = ?target, "install was interrupted while staging; the active slot is unchanged");
+                if let Some(slot) = target {
+                    state.set_slot_release(slot, None);
+                }
+                state.phase = Phase::Failed;
+                state.target = None;
+                state.last_error = Some("install was interrupted while staging".to_owned());
+                state.record("recovered", target, None, "staging was interrupted; active slot unchanged");
+                self.save(&state)
+            }
+            Phase::Switching => self.recover_switch(&mut state),
+            Phase::Trial => {
+                tracing::warn!("a trial was interrupted; running its health check again");
+                self.resume_trial(&mut state).map(|_| ())
+            }
+        }
+    }
+
+    fn recover_switch(&self, state: &mut State) -> Result<(), UpdateError> {
+        let Some(target) = state.target else {
+            state.phase = Phase::Failed;
+            return self.save(state);
+        };
+        let linked = self.slots.linked_slot();
+        let reverting = state.committed == Some(target);
+        if reverting {
+            // Finish the interrupted revert.
+            if linked != Some(target) {
+                self.slots.switch_to(target)?;
+            }
+            let failed_slot = Some(target.other());
+            let failed = state.slot_release(target.other()).cloned();
+            state.active = Some(target);
+            self.finish_revert(state, target, failed_slot, failed, "revert was interrupted and finished on restart")?;
+            return Ok(());
+        }
+        if linked == Some(target) {
+            state.active = Some(target);
+            state.phase = Phase::Trial;
+            state.health_failures = 0;
+            self.save(state)?;
+            return self.resume_trial(state).map(|_| ());
+        }
+        state.phase = Phase::Failed;
+        state.target = None;
+        state.last_error = Some("install was interrupted before the switch".to_owned());
+        state.record("recovered", Some(target), None, "switch was interrupted; active slot unchanged");
+        self.save(state)
+    }
+
+    fn resume_trial(&self, state: &mut State) -> Result<TrialResult, UpdateError> {
+        let Some(active) = state.active else {
+            return Ok(TrialResult::FailedWithoutFallback("no active slot".to_owned()));
+        };
+        let Some(manifest) = self.slot_manifest(active) else {
+            return self.revert(state, "the manifest of the slot on trial is missing");
+        };
+        self.run_trial(state, &manifest.services, &manifest.health)
+    }
+
+    /// Marks the release on trial as good without waiting for its health check.
+    pub fn commit(&self) -> Result<SlotRelease, UpdateError> {
+        let mut state = self.load_state()?;
+        if state.phase != Phase::Trial {
+            return Err(UpdateError::NothingToCommit { phase: state.phase });
+        }
+        let active = state.active.ok_or(UpdateError::NothingToCommit { phase: state.phase })?;
+        let release = state.slot_release(active).cloned().ok_or(UpdateError::NothingToCommit { phase: state.phase })?;
+        state.phase = Phase::Committed;
+        state.committed = Some(active);
+        state.target = None;
+        state.health_failures = 0;
+        state.record("committed", Some(active), Some(release.clone()), "committed by hand");
+        self.save(&state)?;
+        Ok(release)
+    }
+
+    /// Switches to the other slot when it holds a verified earlier release,
+    /// and commits it. A release on trial is reverted instead.
+    pub fn rollback(&self) -> Result<SlotRelease, UpdateError> {
+        self.recover_if_stable()?;
+        let mut state = self.load_state()?;
+        let refuse = |reason: String| UpdateError::Rollback { reason };
+        let active = state.active.ok_or_else(|| refuse("no release is installed".to_owned()))?;
+        let other = active.other();
+        let other_release = state
+            .slot_release(other)
+            .cloned()
+            .ok_or_else(|| refuse(format!("slot {other} holds no complete release")))?;
+        if state.phase == Phase::Trial {
+            if state.committed != Some(other) {
+                return Err(refuse(format!("slot {other} was never committed")));
+            }
+            self.revert(&mut state, "rolled back by hand during the trial")?;
+            return Ok(other_release);
+        }
+        let active_release = state.slot_release(active).cloned();
+        if let Some(active_release) = &active_release {
+            if other_release.version >= active_release.version {
+                return Err(refuse(format!(
+                    "slot {other} holds {other_release}, which is not earlier than the active {active_release}"
+                )));
+            }
+        }
+        let manifest = self
+            .slot_manifest(other)
+            .ok_or_else(|| refuse(format!("the manifest of slot {other} is missing")))?;
+        check_slot(&self.slots.slot_dir(other), &manifest)
+            .map_err(|e| refuse(format!("slot {other} no longer matches {other_release}: {e}")))?;
+        backup_config(
+            &self.config.backup_source,
+            &self.config.backup_dir,
+            &other_release.version.to_string(),
+            self.config.backup_keep,
+            self.config.backup_max_age,
+        )?;
+        self.switch(&mut state, other, Some(other_release.clone()), "rollback")?;
+        if let Err(error) = self.restart_services(&manifest.services) {
+            tracing::error!(%error, "services did not come back after the rollback");
+        }
+        state.phase = Phase::Committed;
+        state.committed = Some(other);
+        state.target = None;
+        state.health_failures = 0;
+        state.record("rolled back", Some(other), Some(other_release.clone()), "");
+        self.save(&state)?;
+        Ok(other_release)
+    }
+
+    /// Finishes an interrupted staging or switch, but leaves a trial alone.
+    fn recover_if_stable(&self) -> Result<(), UpdateError> {
+        let state = self.load_state()?;
+        if matches!(state.phase, Phase::Staging | Phase::Switching) {
+            self.recover()?;
+        }
+        Ok(())
+    }
+}
