@@ -1,0 +1,165 @@
+//! Shared fixtures of the end-to-end tests: releases built by real colcon
+//! through the real `tender` binary, simulated robots driven by the real
+//! `tenderd` binary, and forged bundles for the rejection tests.
+
+#![allow(dead_code)]
+
+pub mod forge;
+pub mod robot;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// `SOURCE_DATE_EPOCH` of every fixture release.
+pub const SOURCE_DATE_EPOCH: &str = "1700000000";
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_owned()
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// Path of a workspace binary; `cargo xtask test` builds them first.
+pub fn bin(name: &str) -> PathBuf {
+    let path = target_dir().join("debug").join(name);
+    assert!(path.is_file(), "{} is missing; run `cargo build --workspace` (or `cargo xtask test`) first", path.display());
+    path
+}
+
+/// The colcon venv that `cargo xtask test` creates.
+pub fn venv() -> PathBuf {
+    let path = std::env::var_os("TENDER_VENV").map(PathBuf::from).unwrap_or_else(|| target_dir().join("tender-venv"));
+    assert!(path.join("bin/colcon").is_file(), "{} has no colcon; run `cargo xtask test`", path.display());
+    path
+}
+
+/// Runs a command and returns its output, echoing stderr on failure.
+pub fn run(command: &mut Command) -> Output {
+    let output = command.output().unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    output
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Asserts success and returns stdout.
+pub fn expect_success(output: &Output, what: &str) -> String {
+    assert!(
+        output.status.success(),
+        "{what} failed with {}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        stdout(output),
+        stderr(output)
+    );
+    stdout(output)
+}
+
+/// Copies the sample recipe and workspace to `dest`, as a checkout at
+/// another path would have them.
+pub fn copy_recipes(dest: &Path) {
+    let source = workspace_root().join("recipes");
+    for item in walkdir::WalkDir::new(&source) {
+        let item = item.expect("walk recipes");
+        let relative = item.path().strip_prefix(&source).expect("below recipes");
+        if relative.components().any(|c| matches!(c.as_os_str().to_str(), Some("build" | "install" | "log"))) {
+            continue;
+        }
+        let target = dest.join(relative);
+        if item.file_type().is_dir() {
+            std::fs::create_dir_all(&target).expect("mkdir");
+        } else {
+            std::fs::copy(item.path(), &target).expect("copy");
+        }
+    }
+}
+
+/// Replaces `from` with `to` in one file of a copied workspace.
+pub fn edit_source(recipes: &Path, file: &str, from: &str, to: &str) {
+    let path = recipes.join(file);
+    let text = std::fs::read_to_string(&path).expect("read source");
+    assert!(text.contains(from), "{} does not contain {from:?}", path.display());
+    std::fs::write(&path, text.replace(from, to)).expect("write source");
+}
+
+/// Runs `tender release` on a copied recipe tree.
+pub fn release(recipes: &Path, version: &str, out: &Path, keys: &Path, umask: &str) -> Output {
+    let recipe = recipes.join("ecar-4wd4ws.toml");
+    let script = format!(
+        "umask {umask} && exec \"$@\""
+    );
+    run(Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg("sh")
+        .arg(bin("tender"))
+        .arg("release")
+        .arg("--recipe")
+        .arg(&recipe)
+        .arg("--version")
+        .arg(version)
+        .arg("--out")
+        .arg(out)
+        .arg("--keys")
+        .arg(keys)
+        .arg("--colcon-venv")
+        .arg(venv())
+        .env("SOURCE_DATE_EPOCH", SOURCE_DATE_EPOCH))
+}
+
+/// The releases every test shares, built once per test binary.
+pub struct Fixture {
+    pub dir: PathBuf,
+    pub keys: PathBuf,
+    /// Repository with 1.0.0 and 1.0.1.
+    pub repo: PathBuf,
+    pub bundle_100: PathBuf,
+    /// 1.0.0 plus a one-line change in servo_controller.
+    pub bundle_101: PathBuf,
+    /// 1.0.1 with a steering limit that fails the health check.
+    pub bundle_102: PathBuf,
+    /// Where 1.0.0 was built from; removed after the build.
+    pub build_checkout: PathBuf,
+}
+
+static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+
+pub fn fixture() -> &'static Fixture {
+    FIXTURE.get_or_init(build_fixture)
+}
+
+fn build_fixture() -> Fixture {
+    let dir = target_dir().join("e2e").join(std::env::current_exe().ok().and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned())).unwrap_or_default());
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("fixture dir");
+    let keys = dir.join("keys");
+    expect_success(&run(Command::new(bin("tender")).args(["keys", "generate", "--out"]).arg(&keys)), "tender keys generate");
+
+    let out = dir.join("out");
+    let checkout = dir.join("checkout-1");
+    copy_recipes(&checkout);
+    expect_success(&release(&checkout, "1.0.0", &out, &keys, "022"), "release 1.0.0");
+    edit_source(&checkout, "ecar-ws/src/servo_controller/include/servo_controller/version.hpp", "\"1.0.0\"", "\"1.0.1\"");
+    expect_success(&release(&checkout, "1.0.1", &out, &keys, "022"), "release 1.0.1");
+    edit_source(&checkout, "ecar-ws/src/servo_controller/include/servo_controller/limits.hpp", "kMaxSteeringAngleDeg = 35.0", "kMaxSteeringAngleDeg = -35.0");
+    // The broken release goes to a repository of its own, so that the
+    // newest release of the main repository stays healthy.
+    let bad_out = dir.join("out-bad");
+    expect_success(&release(&checkout, "1.0.2", &bad_out, &keys, "022"), "release 1.0.2");
+    Fixture {
+        repo: out.join("repo"),
+        bundle_100: out.join("ecar-4wd4ws-1.0.0.tender"),
+        bundle_101: out.join("ecar-4wd4ws-1.0.1.tender"),
+        bundle_102: bad_out.join("ecar-4wd4ws-1.0.2.tender"),
+        build_checkout: checkout,
+        keys,
+        dir,
+    }
+}
