@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// How a command ended.
+/// Exit of a command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Success,
@@ -22,7 +22,7 @@ impl Outcome {
         matches!(self, Outcome::Success)
     }
 
-    /// One line for logs and error messages.
+    /// Describes the outcome in one line for logs and error messages.
     pub fn describe(&self) -> String {
         match self {
             Outcome::Success => "succeeded".to_owned(),

@@ -30,7 +30,7 @@ use crate::source::{open_source, read_bounded};
 use crate::state::{now_text, Phase, RejectedRelease, Slot, SlotRelease, State, StateError};
 use crate::verify::{fetch_verified_release, VerifiedRelease};
 
-/// Why an operation was refused or failed. Each message is one line that
+/// Errors of install, commit and rollback. Each message is one line that
 /// names the value and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum UpdateError {
@@ -77,7 +77,7 @@ pub struct InstallOptions {
     pub allow_reverted: bool,
 }
 
-/// What an install ended with.
+/// Result of an install.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct InstallReport {
     pub release: String,
@@ -87,7 +87,7 @@ pub struct InstallReport {
     pub detail: String,
 }
 
-/// How a trial ended.
+/// End of a trial.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum TrialResult {
     Committed,
@@ -245,7 +245,7 @@ impl Updater {
             &cache_dir,
         )?;
 
-        // From here on the inactive slot changes, so the state says so first.
+        // From here on the inactive slot changes, so the state records it first.
         state.phase = Phase::Staging;
         state.target = Some(target);
         state.set_slot_release(target, None);
@@ -302,8 +302,8 @@ impl Updater {
         Ok(InstallReport { release: record.to_string(), slot: target, phase, stats, detail })
     }
 
-    /// Records a failed staging: the target slot holds nothing usable and the
-    /// active slot was not touched.
+    /// Records a failed staging. The target slot contains nothing usable and
+    /// the active slot was not touched.
     fn fail_install(&self, state: &mut State, target: Slot, record: &SlotRelease, error: UpdateError) -> UpdateError {
         state.phase = Phase::Failed;
         state.target = None;

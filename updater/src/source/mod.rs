@@ -1,5 +1,5 @@
-//! Where a release comes from: a `.tender` bundle, a repository directory, or
-//! a repository served over HTTP. Every source hands out raw bytes; the
+//! Release sources: a `.tender` bundle, a repository directory, or a
+//! repository served over HTTP. Every source hands out raw bytes; the
 //! caller verifies them before use.
 
 mod bundle;
@@ -14,7 +14,7 @@ pub use bundle::BundleSource;
 pub use dir::DirSource;
 pub use http::HttpSource;
 
-/// Why a source could not deliver what was asked.
+/// Errors of reading from a release source.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error(transparent)]
@@ -36,8 +36,8 @@ pub trait ReleaseSource {
     /// Describes the source in messages, such as its path or URL.
     fn describe(&self) -> String;
 
-    /// Whether reading from the source costs network traffic, so that
-    /// fetched chunks are worth keeping in the download cache.
+    /// Returns true when reading from the source costs network traffic, so
+    /// that fetched chunks are worth keeping in the download cache.
     fn is_remote(&self) -> bool {
         false
     }
