@@ -9,7 +9,10 @@ pub mod robot;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::fs;
 use std::sync::OnceLock;
+
+use sha2::{Digest, Sha256};
 
 /// `SOURCE_DATE_EPOCH` of every fixture release.
 pub const SOURCE_DATE_EPOCH: &str = "1700000000";
@@ -131,14 +134,63 @@ pub struct Fixture {
 
 static FIXTURE: OnceLock<Fixture> = OnceLock::new();
 
+/// Returns the shared releases, building them on first use. Test binaries run
+/// as separate processes, so the releases live in a directory named after a
+/// fingerprint of their inputs (the `tender` binary and `recipes/`), built
+/// once under a file lock and reused while the inputs stay the same.
 pub fn fixture() -> &'static Fixture {
-    FIXTURE.get_or_init(build_fixture)
+    FIXTURE.get_or_init(|| {
+        let base = target_dir().join("e2e");
+        fs::create_dir_all(&base).expect("e2e dir");
+        let lock = fs::File::create(base.join("lock")).expect("e2e lock");
+        lock.lock().expect("take e2e lock");
+        let dir = base.join(&fingerprint()[..16]);
+        let fixture = fixture_paths(&dir);
+        if !dir.join("complete").exists() {
+            for old in fs::read_dir(&base).expect("read e2e dir").filter_map(Result::ok) {
+                if old.file_type().is_ok_and(|t| t.is_dir()) {
+                    let _ = fs::remove_dir_all(old.path());
+                }
+            }
+            build_fixture(&fixture);
+            fs::write(dir.join("complete"), "").expect("mark fixture complete");
+        }
+        fixture
+    })
 }
 
-fn build_fixture() -> Fixture {
-    let dir = target_dir().join("e2e").join(std::env::current_exe().ok().and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned())).unwrap_or_default());
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("fixture dir");
+/// Hashes the inputs of the fixture releases.
+fn fingerprint() -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(fs::read(bin("tender")).expect("read tender binary"));
+    let recipes = workspace_root().join("recipes");
+    for item in walkdir::WalkDir::new(&recipes).sort_by_file_name() {
+        let item = item.expect("walk recipes");
+        if item.file_type().is_file() {
+            hasher.update(item.path().strip_prefix(&recipes).expect("below recipes").to_string_lossy().as_bytes());
+            hasher.update(fs::read(item.path()).expect("read recipe file"));
+        }
+    }
+    hex::encode(hasher.finalize())
+}
+
+fn fixture_paths(dir: &Path) -> Fixture {
+    let out = dir.join("out");
+    let bad_out = dir.join("out-bad");
+    Fixture {
+        dir: dir.to_owned(),
+        keys: dir.join("keys"),
+        repo: out.join("repo"),
+        bundle_100: out.join("ecar-4wd4ws-1.0.0.tender"),
+        bundle_101: out.join("ecar-4wd4ws-1.0.1.tender"),
+        bundle_102: bad_out.join("ecar-4wd4ws-1.0.2.tender"),
+        build_checkout: dir.join("checkout-1"),
+    }
+}
+
+fn build_fixture(fixture: &Fixture) {
+    let dir = &fixture.dir;
+    fs::create_dir_all(dir).expect("fixture dir");
     let keys = dir.join("keys");
     expect_success(&run(Command::new(bin("tender")).args(["keys", "generate", "--out"]).arg(&keys)), "tender keys generate");
 
@@ -153,13 +205,4 @@ fn build_fixture() -> Fixture {
     // newest release of the main repository stays healthy.
     let bad_out = dir.join("out-bad");
     expect_success(&release(&checkout, "1.0.2", &bad_out, &keys, "022"), "release 1.0.2");
-    Fixture {
-        repo: out.join("repo"),
-        bundle_100: out.join("ecar-4wd4ws-1.0.0.tender"),
-        bundle_101: out.join("ecar-4wd4ws-1.0.1.tender"),
-        bundle_102: bad_out.join("ecar-4wd4ws-1.0.2.tender"),
-        build_checkout: checkout,
-        keys,
-        dir,
-    }
 }
