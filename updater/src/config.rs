@@ -213,6 +213,14 @@ mod tests {
     }
 
     #[test]
+    fn sample_config_parses() {
+        let text = include_str!("../../recipes/updater.toml");
+        let config = Config::parse(text, Path::new("recipes/updater.toml"), Path::new("/")).expect("valid sample");
+        assert_eq!(config.compatible, "ecar-4wd4ws");
+        assert_eq!(config.backup_keep, 5);
+    }
+
+    #[test]
     fn config_rejects_unknown_keys() {
         let text = "compatible = \"x\"\ncompatibel = \"y\"\n[trust]\nroot = \"/r.json\"\n";
         let err = Config::parse(text, Path::new("u.toml"), Path::new("/")).expect_err("typo");

@@ -66,6 +66,9 @@ pub enum UpdateError {
     NothingToCommit { phase: Phase },
     #[error("cannot roll back: {reason}")]
     Rollback { reason: String },
+    #[error("the current link points to slot {slot} but the state says the active slot is {state_active:?}; \
+             run `tenderd recover` or fix the link before installing")]
+    LinkMismatch { slot: Slot, state_active: Option<Slot> },
     #[error("another tenderd holds the lock {}; wait for it to finish", path.display())]
     Locked { path: PathBuf },
 }
@@ -234,6 +237,10 @@ impl Updater {
 
         let active = state.active;
         let target = active.map_or(Slot::A, Slot::other);
+        if self.slots.linked_slot() == Some(target) {
+            // The state and the link disagree; never stage into what runs.
+            return Err(UpdateError::LinkMismatch { slot: target, state_active: active });
+        }
         let active_manifest = active.and_then(|slot| self.slot_manifest(slot));
         let cache_dir = self.config.state_dir.join("cache");
         let prepared = prepare(
