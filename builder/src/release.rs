@@ -1,0 +1,426 @@
+//! Writing a release into an output directory `OUT`:
+//!
+//! ```text
+//! OUT/repo/root.json                              copied from the keys directory
+//! OUT/repo/targets.json                           signed by the release key
+//! OUT/repo/manifests/NAME-VERSION.manifest.json   canonical JSON
+//! OUT/repo/chunks/ab/<sha256>.zst                 chunk store, shared by releases
+//! OUT/NAME-VERSION.tender                         offline bundle
+//! OUT/work/                                       colcon build, install and log directories
+//! ```
+//!
+//! The repository is written in the order chunks, manifest, `root.json`,
+//! `targets.json`. `targets.json` is the commit point: until it is renamed
+//! into place, a robot reading the repository gets the previous release, and
+//! after it, every file it lists is complete. The bundle is written last,
+//! from the repository's files.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tender_keys::to_canonical_json;
+use tender_updater::format::layout::{
+    bundle_file_name, manifest_target_name, repo_manifest_path, ROOT_FILE, TARGETS_FILE,
+};
+use tender_updater::format::limits::MAX_TARGETS_BYTES;
+use tender_updater::format::manifest::{ManifestError, FORMAT_VERSION};
+use tender_updater::format::{Manifest, Provenance, Sha256Digest};
+
+use crate::bundle::{write_bundle, BundleContents, BundleWriteError};
+use crate::colcon::{ColconBuild, ColconError};
+use crate::entries::chunk_entries;
+use crate::extra::add_extra_files;
+use crate::fsutil::write_atomic;
+use crate::keydir::{load_signing_keys, KeysError, SigningKeys};
+use crate::progress::Progress;
+use crate::provenance::clean_commit;
+use crate::recipe::Recipe;
+use crate::relocate::{BuildPath, BuildPathKind, Relocator, RuntimeTargets};
+use crate::scan::{scan_tree, FileRewrites, ScanError, ScanOptions, ScannedTree, TreeKind};
+use crate::store::{ChunkStore, StoreError, StoreStats};
+use crate::targets::{add_target, NewTarget, TargetsError};
+
+/// Name and version of this builder, recorded in every manifest.
+pub const BUILDER: &str = concat!("tender ", env!("CARGO_PKG_VERSION"));
+
+/// Failures of a release.
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    #[error(transparent)]
+    Keys(#[from] KeysError),
+
+    #[error(transparent)]
+    Colcon(#[from] ColconError),
+
+    #[error(transparent)]
+    Scan(#[from] ScanError),
+
+    #[error(transparent)]
+    Store(#[from] StoreError),
+
+    #[error(transparent)]
+    Targets(#[from] TargetsError),
+
+    #[error(transparent)]
+    Bundle(#[from] BundleWriteError),
+
+    #[error("cannot read the tree {}: {source}; pass the install directory of a finished build to --tree", path.display())]
+    Tree { path: PathBuf, source: std::io::Error },
+
+    #[error("the tree {} is not a directory; pass the install directory of a finished build to --tree", path.display())]
+    TreeNotDirectory { path: PathBuf },
+
+    #[error("cannot read {}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+
+    #[error("cannot write {}: {source}", path.display())]
+    Write { path: PathBuf, source: std::io::Error },
+
+    #[error("{} differs from {}; a repository has one trust root, so use the keys that created it or a fresh --out directory", repo_root.display(), keys_root.display())]
+    RootMismatch { repo_root: PathBuf, keys_root: PathBuf },
+
+    #[error("{} is {len} bytes, more than the {MAX_TARGETS_BYTES} bytes a robot reads", path.display())]
+    TargetsTooLarge { path: PathBuf, len: u64 },
+
+    #[error("recipe {}: `{field}` names {entry:?}, which is not in the release tree; fix the path or add the file to the tree", recipe.display())]
+    MissingInTree { recipe: PathBuf, field: String, entry: String },
+
+    #[error("internal error: the builder wrote a manifest that the updater rejects ({0}); please report this with the recipe")]
+    InvalidManifest(ManifestError),
+
+    #[error("cannot encode the manifest: {0}")]
+    Encode(tender_keys::Error),
+}
+
+/// Origin of the release tree.
+#[derive(Debug, Clone)]
+pub enum TreeSource {
+    /// Build the recipe's colcon workspace.
+    Colcon {
+        /// Virtual environment with colcon; `None` takes colcon from `PATH`.
+        venv: Option<PathBuf>,
+        /// Directory for colcon's build, install and log directories.
+        work_dir: PathBuf,
+    },
+    /// Package a tree that was built before, as it is on disk.
+    Prebuilt { tree: PathBuf },
+}
+
+/// Everything a release needs.
+#[derive(Debug, Clone)]
+pub struct ReleaseRequest {
+    pub recipe: Recipe,
+    pub version: semver::Version,
+    /// Output directory; `repo/` and the bundle are written into it.
+    pub out: PathBuf,
+    /// Keys directory with `root.json` and `release.key`.
+    pub keys: PathBuf,
+    pub source_date_epoch: u64,
+    pub tree: TreeSource,
+    pub progress: Progress,
+}
+
+/// Entries of a release by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EntryCounts {
+    pub files: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub hardlinks: u64,
+}
+
+impl EntryCounts {
+    pub fn total(&self) -> u64 {
+        self.files + self.dirs + self.symlinks + self.hardlinks
+    }
+}
+
+/// Paths and counters of a written release, for the summary.
+#[derive(Debug, Clone)]
+pub struct ReleaseSummary {
+    pub target_name: String,
+    pub manifest_path: PathBuf,
+    pub manifest_sha256: Sha256Digest,
+    pub repo: PathBuf,
+    pub bundle_path: PathBuf,
+    pub bundle_bytes: u64,
+    pub targets_version: u64,
+    /// `false` when the repository already listed this exact release.
+    pub targets_changed: bool,
+    pub architecture: String,
+    pub source_commit: Option<String>,
+    pub source_date_epoch: u64,
+    pub entries: EntryCounts,
+    pub store: StoreStats,
+    pub rewrites: Vec<FileRewrites>,
+    pub elapsed: Duration,
+}
+
+/// A tree ready to scan, and how to scan it.
+struct PreparedTree {
+    dir: PathBuf,
+    build_paths: Vec<BuildPath>,
+    /// Bits cleared from every mode; see [`prepare_tree`].
+    clear_mode_bits: u32,
+    source_commit: Option<String>,
+}
+
+/// Builds or finds the tree, scans it, stores its chunks and writes the
+/// repository files and the bundle.
+pub fn write_release(request: &ReleaseRequest) -> Result<ReleaseSummary, ReleaseError> {
+    let started = Instant::now();
+    let recipe = &request.recipe;
+    let keys = load_signing_keys(&request.keys)?;
+    let repo = request.out.join("repo");
+    check_repo_root(&repo, &request.keys, &keys)?;
+
+    let prepared = prepare_tree(request)?;
+    let relocator = Relocator::new(
+        prepared.build_paths.clone(),
+        RuntimeTargets {
+            runtime_path: recipe.runtime_path.clone(),
+            python_shebang: recipe.colcon.python_shebang.clone(),
+            python_executable: recipe.colcon.python_executable.clone(),
+        },
+    );
+    let tree = scan(request, &prepared, &relocator)?;
+    check_pre_switch(recipe, &tree)?;
+    let entries_by_kind = count_entries(&tree);
+    let rewrites = tree.rewrites.clone();
+
+    let mut store = ChunkStore::new(&repo, recipe.chunking);
+    let total_bytes = tree.entries.iter().map(|e| if let TreeKind::File { size, .. } = e.kind { size } else { 0 }).sum();
+    let chunk_bar = request.progress.bytes("chunking", total_bytes);
+    let entries = chunk_entries(tree.entries, &mut store, request.source_date_epoch, &chunk_bar)?;
+    chunk_bar.finish_and_clear();
+
+    let manifest = Manifest {
+        format: FORMAT_VERSION,
+        name: recipe.name.clone(),
+        version: request.version.clone(),
+        compatible: recipe.compatible.clone(),
+        // TODO: take the architecture from the recipe or a cross toolchain
+        // once cross builds exist; the host's is right only for native builds.
+        architecture: std::env::consts::ARCH.to_owned(),
+        prefix: recipe.prefix.clone(),
+        provenance: Provenance {
+            source_commit: prepared.source_commit.clone(),
+            recipe_sha256: recipe.sha256,
+            builder: BUILDER.to_owned(),
+            source_date_epoch: request.source_date_epoch,
+        },
+        services: recipe.services.clone(),
+        pre_switch: recipe.manifest_pre_switch(),
+        health: recipe.manifest_health(),
+        entries,
+    };
+    manifest.validate().map_err(ReleaseError::InvalidManifest)?;
+    let manifest_bytes = to_canonical_json(&manifest).map_err(ReleaseError::Encode)?;
+    let target_name = manifest_target_name(&recipe.name, &request.version);
+    let manifest_path = repo.join(repo_manifest_path(&target_name));
+    write_file(&manifest_path, &manifest_bytes)?;
+
+    write_file(&repo.join(ROOT_FILE), &keys.root_json)?;
+    let targets_path = repo.join(TARGETS_FILE);
+    let existing = read_existing_targets(&targets_path)?;
+    let info = manifest.release_info();
+    let updated = add_target(
+        existing.as_deref(),
+        &targets_path.display().to_string(),
+        &keys.root,
+        &keys.release_key,
+        &NewTarget { name: &target_name, manifest: &manifest_bytes, info: &info },
+        request.source_date_epoch,
+    )?;
+    if updated.changed {
+        write_file(&targets_path, &updated.bytes)?;
+    }
+    tracing::info!(target = target_name, version = updated.version, "targets.json written");
+
+    let bundle_path = request.out.join(bundle_file_name(&recipe.name, &request.version));
+    let bundle_bar = request.progress.items("bundle");
+    let contents = BundleContents {
+        root: &keys.root_json,
+        targets: &updated.bytes,
+        manifest: &manifest_bytes,
+        chunks: store.chunks().map(|digest| (*digest, store.chunk_path(digest))).collect(),
+        mtime: request.source_date_epoch,
+    };
+    let bundle_bytes = write_bundle(&bundle_path, &contents, &bundle_bar)?;
+    bundle_bar.finish_and_clear();
+
+    Ok(ReleaseSummary {
+        target_name,
+        manifest_path,
+        manifest_sha256: Sha256Digest::of(&manifest_bytes),
+        repo,
+        bundle_path,
+        bundle_bytes,
+        targets_version: updated.version,
+        targets_changed: updated.changed,
+        architecture: manifest.architecture,
+        source_commit: prepared.source_commit,
+        source_date_epoch: request.source_date_epoch,
+        entries: entries_by_kind,
+        store: store.stats(),
+        rewrites,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Checks that the repository keeps the root it was created with.
+// TODO: support root rotation (a new root.json signed by the old root keys).
+fn check_repo_root(repo: &Path, keys_dir: &Path, keys: &SigningKeys) -> Result<(), ReleaseError> {
+    let repo_root = repo.join(ROOT_FILE);
+    match std::fs::read(&repo_root) {
+        Ok(existing) if existing != keys.root_json => {
+            Err(ReleaseError::RootMismatch { repo_root, keys_root: keys_dir.join(ROOT_FILE) })
+        }
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(ReleaseError::Read { path: repo_root, source }),
+    }
+}
+
+/// Builds the tree with colcon or checks the prebuilt one, and lists the
+/// build-machine paths that must not remain in it.
+///
+/// A colcon tree has its group and other write bits cleared, as if every
+/// file had been installed under umask 022: setuptools copies the modes of
+/// the checkout, which depend on the umask of the user who cloned the sources. A
+/// prebuilt tree keeps its modes exactly.
+fn prepare_tree(request: &ReleaseRequest) -> Result<PreparedTree, ReleaseError> {
+    let recipe = &request.recipe;
+    let workspace = &recipe.colcon.workspace;
+    let mut build_paths = Vec::new();
+    match &request.tree {
+        TreeSource::Colcon { venv, work_dir } => {
+            let build = ColconBuild {
+                workspace: workspace.clone(),
+                work_dir: work_dir.clone(),
+                venv: venv.clone(),
+                args: recipe.colcon.args.clone(),
+                cmake_args: recipe.colcon.cmake_args.clone(),
+                source_date_epoch: request.source_date_epoch,
+            };
+            let spinner = request.progress.spinner("colcon");
+            let output = build.run(&spinner);
+            spinner.finish_and_clear();
+            let output = output?;
+            push_path_forms(&mut build_paths, BuildPathKind::Install, &output.install_dir);
+            push_path_forms(&mut build_paths, BuildPathKind::Install, &work_dir.join("install"));
+            push_path_forms(&mut build_paths, BuildPathKind::Build, &output.build_dir);
+            push_path_forms(&mut build_paths, BuildPathKind::Build, &work_dir.join("build"));
+            push_path_forms(&mut build_paths, BuildPathKind::Source, &output.source_dir);
+            push_path_forms(&mut build_paths, BuildPathKind::Source, workspace);
+            if let Some(venv) = &output.venv_dir {
+                push_path_forms(&mut build_paths, BuildPathKind::Venv, venv);
+            }
+            let mut sources = vec![workspace.clone(), recipe.path.clone()];
+            sources.extend(recipe.files.iter().map(|file| file.source.clone()));
+            Ok(PreparedTree {
+                dir: output.install_dir,
+                build_paths,
+                clear_mode_bits: 0o022,
+                source_commit: clean_commit(&sources),
+            })
+        }
+        TreeSource::Prebuilt { tree } => {
+            let metadata = std::fs::metadata(tree).map_err(|source| ReleaseError::Tree { path: tree.clone(), source })?;
+            if !metadata.is_dir() {
+                return Err(ReleaseError::TreeNotDirectory { path: tree.clone() });
+            }
+            push_path_forms(&mut build_paths, BuildPathKind::Install, tree);
+            if workspace.is_dir() {
+                push_path_forms(&mut build_paths, BuildPathKind::Source, workspace);
+            }
+            // NOTE: nothing ties a prebuilt tree to a commit, so none is recorded.
+            Ok(PreparedTree { dir: tree.clone(), build_paths, clear_mode_bits: 0, source_commit: None })
+        }
+    }
+}
+
+/// Adds `path` as written (made absolute) and with symlinks resolved, since
+/// tools write either form into the tree.
+fn push_path_forms(paths: &mut Vec<BuildPath>, kind: BuildPathKind, path: &Path) {
+    let forms = [std::path::absolute(path).ok(), path.canonicalize().ok()];
+    for form in forms.into_iter().flatten() {
+        if let Some(text) = form.to_str() {
+            paths.push(BuildPath { kind, path: text.to_owned() });
+        }
+    }
+}
+
+fn scan(request: &ReleaseRequest, prepared: &PreparedTree, relocator: &Relocator) -> Result<ScannedTree, ReleaseError> {
+    let recipe = &request.recipe;
+    let bar = request.progress.items("scanning");
+    let options = ScanOptions {
+        exclude: &recipe.exclude,
+        owner: Some(recipe.owner),
+        clear_mode_bits: prepared.clear_mode_bits,
+        relocator,
+    };
+    let mut tree = scan_tree(&prepared.dir, &options, &bar)?;
+    bar.finish_and_clear();
+    add_extra_files(&mut tree, &recipe.files, recipe.owner, relocator)?;
+    for file in &tree.rewrites {
+        for rewrite in &file.rewrites {
+            tracing::debug!(path = file.path, from = rewrite.from, to = rewrite.to, count = rewrite.count, "relocated");
+        }
+    }
+    Ok(tree)
+}
+
+/// Checks that the files the robot will look for before the switch are in
+/// the tree, so a typo fails here and not on the robot.
+fn check_pre_switch(recipe: &Recipe, tree: &ScannedTree) -> Result<(), ReleaseError> {
+    let paths: BTreeSet<&str> = tree.entries.iter().map(|e| e.path.as_str()).collect();
+    let missing = |field: String, entry: &str| ReleaseError::MissingInTree {
+        recipe: recipe.path.clone(),
+        field,
+        entry: entry.to_owned(),
+    };
+    for (index, file) in recipe.pre_switch.required_files.iter().enumerate() {
+        if !paths.contains(file.as_str()) {
+            return Err(missing(format!("pre_switch.required_files[{index}]"), file));
+        }
+    }
+    for (index, argument) in recipe.pre_switch.self_test.iter().enumerate() {
+        if let Some(entry) = argument.strip_prefix("{slot}/") {
+            if !paths.contains(entry) {
+                return Err(missing(format!("pre_switch.self_test[{index}]"), entry));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn count_entries(tree: &ScannedTree) -> EntryCounts {
+    let mut counts = EntryCounts::default();
+    for entry in &tree.entries {
+        match entry.kind {
+            TreeKind::File { .. } => counts.files += 1,
+            TreeKind::Dir => counts.dirs += 1,
+            TreeKind::Symlink { .. } => counts.symlinks += 1,
+            TreeKind::Hardlink { .. } => counts.hardlinks += 1,
+        }
+    }
+    counts
+}
+
+fn read_existing_targets(path: &Path) -> Result<Option<Vec<u8>>, ReleaseError> {
+    let len = match std::fs::metadata(path) {
+        Ok(metadata) => metadata.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(ReleaseError::Read { path: path.to_owned(), source }),
+    };
+    if len > MAX_TARGETS_BYTES {
+        return Err(ReleaseError::TargetsTooLarge { path: path.to_owned(), len });
+    }
+    std::fs::read(path).map(Some).map_err(|source| ReleaseError::Read { path: path.to_owned(), source })
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ReleaseError> {
+    write_atomic(path, bytes).map_err(|source| ReleaseError::Write { path: path.to_owned(), source })
+}

@@ -1,0 +1,162 @@
+//! The repository's `targets.json`: the signed list of release manifests.
+//!
+//! A new release keeps every target of the existing `targets.json`, adds its
+//! own manifest, and signs the result as the next version. Only memory is
+//! changed here; the caller writes the bytes.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tender_keys::{verify_targets, PrivateKey, Root, Signed, TargetFile, Targets, Verified};
+use tender_updater::format::{ReleaseInfo, Sha256Digest};
+
+/// How long a new `targets.json` stays valid, counted from `SOURCE_DATE_EPOCH`.
+pub const TARGETS_VALIDITY: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// Failures to update `targets.json`.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetsError {
+    #[error("{what} does not verify against the trusted root: {source}; it belongs to another root or was altered, so use a fresh --out directory")]
+    Existing { what: String, source: tender_keys::Error },
+
+    #[error("{what} already lists {target} with other content (sha256 {existing}); a version is released once, so choose a new --version")]
+    VersionExists { what: String, target: String, existing: String },
+
+    #[error("{what} has version {version}, which cannot be increased")]
+    VersionOverflow { what: String, version: u64 },
+
+    #[error("cannot sign targets.json: {0}")]
+    Sign(#[from] tender_keys::Error),
+
+    #[error("cannot encode the release information of {target}: {source}")]
+    Custom { target: String, source: serde_json::Error },
+}
+
+/// The new `targets.json`.
+#[derive(Debug, Clone)]
+pub struct UpdatedTargets {
+    /// Canonical JSON of the signed envelope.
+    pub bytes: Vec<u8>,
+    pub version: u64,
+    /// `false` when the existing `targets.json` already listed this exact
+    /// manifest and was kept as it was.
+    pub changed: bool,
+}
+
+/// One manifest to list.
+pub struct NewTarget<'a> {
+    pub name: &'a str,
+    pub manifest: &'a [u8],
+    pub info: &'a ReleaseInfo,
+}
+
+/// Returns `targets.json` with `target` added. `existing` is the current
+/// `targets.json` and `what` names it in errors.
+pub fn add_target(
+    existing: Option<&[u8]>,
+    what: &str,
+    root: &Verified<Root>,
+    release_key: &PrivateKey,
+    target: &NewTarget,
+    source_date_epoch: u64,
+) -> Result<UpdatedTargets, TargetsError> {
+    let digest = Sha256Digest::of(target.manifest).to_hex();
+    let (mut targets, previous_version) = match existing {
+        Some(bytes) => {
+            let verified = verify_targets(root, bytes, what)
+                .map_err(|source| TargetsError::Existing { what: what.to_owned(), source })?;
+            let version = verified.version;
+            if let Some(listed) = verified.targets.get(target.name) {
+                let listed_digest = listed.hashes.get("sha256").cloned().unwrap_or_default();
+                if listed_digest == digest && listed.length == target.manifest.len() as u64 {
+                    return Ok(UpdatedTargets { bytes: bytes.to_vec(), version, changed: false });
+                }
+                return Err(TargetsError::VersionExists {
+                    what: what.to_owned(),
+                    target: target.name.to_owned(),
+                    existing: listed_digest,
+                });
+            }
+            (verified.into_inner().targets, version)
+        }
+        None => (BTreeMap::new(), 0),
+    };
+    let version = previous_version
+        .checked_add(1)
+        .ok_or_else(|| TargetsError::VersionOverflow { what: what.to_owned(), version: previous_version })?;
+    let custom = serde_json::to_value(target.info)
+        .map_err(|source| TargetsError::Custom { target: target.name.to_owned(), source })?;
+    targets.insert(
+        target.name.to_owned(),
+        TargetFile {
+            length: target.manifest.len() as u64,
+            hashes: BTreeMap::from([("sha256".to_owned(), digest)]),
+            custom: Some(custom),
+        },
+    );
+    let mut document = Targets::new(version, expiry(source_date_epoch));
+    document.targets = targets;
+    let bytes = Signed::sign(document, &[release_key])?.to_canonical_json()?;
+    Ok(UpdatedTargets { bytes, version, changed: true })
+}
+
+/// Returns the expiry time written for `source_date_epoch`.
+pub fn expiry(source_date_epoch: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(source_date_epoch) + TARGETS_VALIDITY
+}
+
+#[cfg(test)]
+mod tests {
+    use tender_keys::verify_root;
+
+    use super::*;
+
+    fn root(root_key: &PrivateKey, release_key: &PrivateKey) -> Verified<Root> {
+        let expires = UNIX_EPOCH + Duration::from_secs(4_000_000_000);
+        let root = Root::new(&root_key.public(), &release_key.public(), expires).expect("root");
+        let bytes = Signed::sign(root, &[root_key]).expect("sign").to_canonical_json().expect("json");
+        verify_root(&bytes, "root.json").expect("valid")
+    }
+
+    fn info(version: &str) -> ReleaseInfo {
+        ReleaseInfo {
+            name: "ecar".to_owned(),
+            version: version.parse().expect("semver"),
+            compatible: "ecar".to_owned(),
+            architecture: "x86_64".to_owned(),
+        }
+    }
+
+    #[test]
+    fn second_release_keeps_first_target() {
+        let (root_key, release_key) = (PrivateKey::generate(), PrivateKey::generate());
+        let root = root(&root_key, &release_key);
+        let first_info = info("1.0.0");
+        let first = NewTarget { name: "ecar-1.0.0.manifest.json", manifest: b"one", info: &first_info };
+        let v1 = add_target(None, "targets.json", &root, &release_key, &first, 1_700_000_000).expect("v1");
+        assert_eq!(v1.version, 1);
+        let second_info = info("1.1.0");
+        let second = NewTarget { name: "ecar-1.1.0.manifest.json", manifest: b"two", info: &second_info };
+        let v2 = add_target(Some(&v1.bytes), "targets.json", &root, &release_key, &second, 1_700_000_000).expect("v2");
+        assert_eq!(v2.version, 2);
+        let verified = verify_targets(&root, &v2.bytes, "targets.json").expect("verifies");
+        assert_eq!(verified.targets.len(), 2);
+        // 1_700_000_000 s plus 365 days.
+        assert_eq!(verified.expires, "2024-11-13T22:13:20Z");
+    }
+
+    #[test]
+    fn same_version_with_other_content_is_rejected() {
+        let (root_key, release_key) = (PrivateKey::generate(), PrivateKey::generate());
+        let root = root(&root_key, &release_key);
+        let release_info = info("1.0.0");
+        let first = NewTarget { name: "ecar-1.0.0.manifest.json", manifest: b"one", info: &release_info };
+        let v1 = add_target(None, "targets.json", &root, &release_key, &first, 0).expect("v1");
+        let again = add_target(Some(&v1.bytes), "targets.json", &root, &release_key, &first, 0).expect("same");
+        assert!(!again.changed);
+        assert_eq!(again.bytes, v1.bytes);
+        let other = NewTarget { manifest: b"changed", ..first };
+        let err = add_target(Some(&v1.bytes), "targets.json", &root, &release_key, &other, 0).expect_err("exists");
+        assert!(matches!(err, TargetsError::VersionExists { .. }), "{err}");
+    }
+}
