@@ -1,0 +1,83 @@
+//! Command-line interface of `tender`: one module per subcommand, each with
+//! its clap arguments and a `run` function.
+
+mod keys;
+mod release;
+
+use std::io::IsTerminal;
+
+use clap::{Parser, Subcommand};
+
+/// Build, sign and package releases for Tender robots.
+#[derive(Debug, Parser)]
+#[command(name = "tender", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Keys(keys::Args),
+    Release(release::Args),
+}
+
+/// Parses the command line and runs the subcommand.
+pub fn run() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Keys(args) => keys::run(args),
+        Command::Release(args) => release::run(args),
+    }
+}
+
+/// Sends `tracing` events to stderr, filtered by `RUST_LOG` (default `info`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .without_time()
+        .init();
+}
+
+/// Returns whether `error` is a write to a closed stdout, such as
+/// `tender release ... | head -1`, which is not a failure.
+pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .filter_map(|cause| cause.downcast_ref::<std::io::Error>())
+        .any(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn release_accepts_tree_instead_of_colcon() {
+        let cli = Cli::try_parse_from([
+            "tender", "release", "--recipe", "r.toml", "--version", "1.0.0", "--out", "out", "--keys", "keys", "--tree",
+            "install",
+        ])
+        .expect("valid arguments");
+        assert!(matches!(cli.command, Command::Release(_)));
+    }
+
+    #[test]
+    fn release_rejects_invalid_version() {
+        let result = Cli::try_parse_from([
+            "tender", "release", "--recipe", "r.toml", "--version", "1.0", "--out", "out", "--keys", "keys",
+        ]);
+        assert!(result.is_err());
+    }
+}
