@@ -1,8 +1,9 @@
 //! Running `colcon build` so that its install tree is reproducible.
 //!
-//! colcon runs through `sh -c 'umask 022 && exec "$@" 2>&1'`, which sets the
-//! umask of the build without `unsafe` code and merges its stderr into
-//! stdout so the captured log keeps the order of events. The environment
+//! Packages build one at a time (see [`executor_args`]), and colcon runs
+//! through `sh -c 'umask 022 && exec "$@" 2>&1'`, which sets the umask of
+//! the build without `unsafe` code and merges its stderr into stdout so the
+//! captured log keeps the order of events. The environment
 //! adds `PYTHONDONTWRITEBYTECODE=1` (no `__pycache__` in the tree) and
 //! `SOURCE_DATE_EPOCH`, and CMake gets `-ffile-prefix-map` for the source and
 //! build directories so compiled files do not embed them.
@@ -115,6 +116,7 @@ impl ColconBuild {
             .arg(&build_dir)
             .arg("--install-base")
             .arg(&install_dir)
+            .args(executor_args(&self.args))
             .args(&self.args)
             .arg("--cmake-args")
             .args(cmake_args(&self.cmake_args, &source_dir, &build_dir))
@@ -200,6 +202,23 @@ fn run_logged(command: &mut Command, colcon: &Path, log: &Path, progress: &Progr
     }
     let status = child.wait().map_err(spawn)?;
     Ok(Logged { status, output })
+}
+
+/// Returns `--executor sequential` unless the recipe chose an executor.
+///
+/// With `--merge-install` all packages share one install directory, and
+/// colcon writes a package's environment hooks (such as
+/// `ld_library_path_lib`, colcon-library-path 0.2.1) by looking at what that
+/// directory contains when the package finishes. Parallel builds finish in a varying order, so the hooks,
+/// and with them the release, would differ from build to build.
+fn executor_args(recipe_args: &[String]) -> Vec<&'static str> {
+    let chosen = recipe_args.iter().any(|arg| arg == "--executor" || arg.starts_with("--executor="));
+    if chosen {
+        tracing::warn!("the recipe sets colcon's --executor; a parallel executor makes the install tree depend on build order");
+        Vec::new()
+    } else {
+        vec!["--executor", "sequential"]
+    }
 }
 
 /// Returns the CMake arguments: the recipe's, with `-ffile-prefix-map` added to the

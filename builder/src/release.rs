@@ -287,9 +287,10 @@ fn check_repo_root(repo: &Path, keys_dir: &Path, keys: &SigningKeys) -> Result<(
 /// build-machine paths that must not remain in it.
 ///
 /// A colcon tree has its group and other write bits cleared, as if every
-/// file had been installed under umask 022: setuptools copies the modes of
-/// the checkout, which depend on the umask of the user who cloned the sources. A
-/// prebuilt tree keeps its modes exactly.
+/// file had been installed under umask 022. Some install rules copy the
+/// modes of the checkout, such as CMake's `install(DIRECTORY …
+/// USE_SOURCE_PERMISSIONS)`, and those depend on the umask of the user who
+/// cloned the sources. A prebuilt tree keeps its modes exactly.
 fn prepare_tree(request: &ReleaseRequest) -> Result<PreparedTree, ReleaseError> {
     let recipe = &request.recipe;
     let workspace = &recipe.colcon.workspace;
