@@ -11,6 +11,11 @@
 //! rewrites fails the release, because it would point into a directory that
 //! does not exist on the robot and make the release depend on where it was
 //! built.
+//!
+//! NOTE: only absolute paths are found. A relative path to a build directory,
+//! such as the `../../../out/work/build/...` lines setuptools writes into
+//! `*.egg-info/SOURCES.txt` when the build directory is near the sources,
+//! passes unnoticed; the sample recipe excludes that file.
 
 use std::collections::BTreeSet;
 use std::fmt;

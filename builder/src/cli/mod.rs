@@ -43,6 +43,21 @@ pub fn init_tracing() {
         .init();
 }
 
+/// Returns the error and its causes on one line. A cause whose text the
+/// message already contains is left out, because many library errors repeat
+/// their source in their own message.
+pub fn error_message(error: &anyhow::Error) -> String {
+    let mut message = error.to_string();
+    for cause in error.chain().skip(1) {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+    }
+    message
+}
+
 /// Returns whether `error` is a write to a closed stdout, such as
 /// `tender release ... | head -1`, which is not a failure.
 pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
@@ -61,6 +76,13 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn error_message_skips_repeated_causes() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let error = anyhow::Error::new(io).context("cannot read keys/root.json: no such file").context("cannot release");
+        assert_eq!(error_message(&error), "cannot release: cannot read keys/root.json: no such file");
     }
 
     #[test]
