@@ -65,6 +65,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             humantime::format_rfc3339_seconds(expiry(0)),
         );
     }
+    if epoch_source != EpochSource::Zero && expiry(epoch) < std::time::SystemTime::now() {
+        tracing::warn!(
+            "SOURCE_DATE_EPOCH {epoch} is more than a year ago, so targets.json expires {} and robots \
+             that check expiry reject it; pass a later --source-date-epoch",
+            humantime::format_rfc3339_seconds(expiry(epoch)),
+        );
+    }
     let tree = match args.tree {
         Some(tree) => TreeSource::Prebuilt { tree },
         None => TreeSource::Colcon {
