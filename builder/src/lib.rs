@@ -9,6 +9,7 @@
 //! [`bundle`]. The release format itself is defined by
 //! `tender_updater::format`.
 
+pub mod audit;
 pub mod bundle;
 pub mod colcon;
 pub mod entries;

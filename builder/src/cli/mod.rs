@@ -3,6 +3,7 @@
 
 mod keys;
 mod release;
+mod verify;
 
 use std::io::IsTerminal;
 
@@ -20,6 +21,7 @@ struct Cli {
 enum Command {
     Keys(keys::Args),
     Release(release::Args),
+    Verify(verify::Args),
 }
 
 /// Parses the command line and runs the subcommand.
@@ -27,6 +29,7 @@ pub fn run() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Keys(args) => keys::run(args),
         Command::Release(args) => release::run(args),
+        Command::Verify(args) => verify::run(args),
     }
 }
 

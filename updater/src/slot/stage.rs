@@ -258,6 +258,18 @@ impl PreparedStage<'_> {
                 metadata::apply(&path, entry, false).map_err(io_error("set metadata of", &path))?;
             }
         }
+        // The slot root has no manifest entry; give it fixed metadata so two
+        // installs of one release are identical.
+        let root_entry = crate::format::Entry {
+            path: String::new(),
+            kind: EntryKind::Dir,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime: self.manifest.provenance.source_date_epoch,
+            xattrs: Default::default(),
+        };
+        metadata::apply(&slot_dir, &root_entry, false).map_err(io_error("set metadata of", &slot_dir))?;
         let _ = fs::remove_dir(&self.scratch);
         sync_filesystem(&slot_dir)?;
         Ok(self.stats)
