@@ -163,7 +163,8 @@ fn killed_install_leaves_consistent_robot() {
     let tree_100 = reference_tree(fixture, &[&fixture.bundle_100]);
     let tree_101 = reference_tree(fixture, &[&fixture.bundle_100, &fixture.bundle_101]);
     let mut outcomes = Vec::new();
-    for attempt in 0..8u64 {
+    let mut interrupted = 0;
+    for attempt in 0..12u64 {
         let robot = Robot::new(&fixture.keys);
         install_ok(&robot, &fixture.bundle_100);
         let mut child = Command::new(common::bin("tenderd"))
@@ -176,7 +177,10 @@ fn killed_install_leaves_consistent_robot() {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn tenderd");
-        std::thread::sleep(Duration::from_millis(15 + attempt * 40));
+        std::thread::sleep(Duration::from_millis(5 + attempt * 25));
+        if child.try_wait().expect("poll tenderd").is_none() {
+            interrupted += 1;
+        }
         let _ = child.kill();
         let _ = child.wait();
 
@@ -194,7 +198,8 @@ fn killed_install_leaves_consistent_robot() {
         }
         outcomes.push(format!("{}@{}", status["version"], state));
     }
-    eprintln!("outcomes of killed installs: {outcomes:?}");
+    eprintln!("killed installs: {interrupted} of 12 interrupted; outcomes after recover: {outcomes:?}");
+    assert!(interrupted >= 4, "too few installs were interrupted to test recovery: {outcomes:?}");
 }
 
 #[test]
