@@ -34,8 +34,11 @@ impl Outcome {
     }
 }
 
-/// Bytes of output kept for messages.
-const OUTPUT_TAIL: u64 = 400;
+/// Bytes at the end of the output searched for the lines kept in messages.
+const OUTPUT_TAIL: u64 = 4096;
+/// Lines of output kept in messages, and the characters kept of each.
+const TAIL_LINES: usize = 3;
+const TAIL_LINE_CHARS: usize = 240;
 const POLL: Duration = Duration::from_millis(20);
 
 /// Replaces `{name}` placeholders in every argument.
@@ -85,14 +88,37 @@ pub fn run(argv: &[String], cwd: Option<&Path>, timeout: Duration) -> Outcome {
     if status.success() {
         return Outcome::Success;
     }
-    let mut output = String::new();
+    Outcome::Failed { status: status.to_string(), output: output_tail(&mut log) }
+}
+
+/// Returns the last [`TAIL_LINES`] non-empty lines of the output joined with
+/// ` | `, each cut to [`TAIL_LINE_CHARS`]. A line cut by the byte limit is
+/// left out.
+fn output_tail(log: &mut std::fs::File) -> String {
     let len = log.seek(SeekFrom::End(0)).unwrap_or(0);
-    if log.seek(SeekFrom::Start(len.saturating_sub(OUTPUT_TAIL))).is_ok() {
-        let mut bytes = Vec::new();
-        let _ = log.read_to_end(&mut bytes);
-        output = String::from_utf8_lossy(&bytes).split_whitespace().collect::<Vec<_>>().join(" ");
+    let start = len.saturating_sub(OUTPUT_TAIL);
+    let mut bytes = Vec::new();
+    if log.seek(SeekFrom::Start(start)).is_err() || log.read_to_end(&mut bytes).is_err() {
+        return String::new();
     }
-    Outcome::Failed { status: status.to_string(), output }
+    let text = String::from_utf8_lossy(&bytes);
+    let mut lines: Vec<&str> = text.lines().collect();
+    if start > 0 && lines.len() > 1 {
+        lines.remove(0);
+    }
+    let kept: Vec<String> = lines
+        .iter()
+        .map(|line| line.trim())
+        .filter(|line| !line.is_empty())
+        .map(|line| {
+            if line.chars().count() > TAIL_LINE_CHARS {
+                format!("{}…", line.chars().take(TAIL_LINE_CHARS).collect::<String>())
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect();
+    kept[kept.len().saturating_sub(TAIL_LINES)..].join(" | ")
 }
 
 #[cfg(test)]

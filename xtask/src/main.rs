@@ -3,7 +3,10 @@
 //! would need. One module per task; shared helpers in [`tooling`] and
 //! [`workspace`].
 
+mod demo;
 mod release;
+mod system;
+mod test;
 mod tooling;
 mod workspace;
 
@@ -22,11 +25,15 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Task {
     Release(release::Args),
+    Demo(demo::Args),
+    Test(test::Args),
 }
 
 fn main() -> ExitCode {
     let result = match Cli::parse().task {
         Task::Release(args) => release::run(args),
+        Task::Demo(args) => demo::run(args),
+        Task::Test(args) => test::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

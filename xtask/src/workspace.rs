@@ -16,9 +16,14 @@ pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
 }
 
+/// The cargo that runs this task.
+pub fn cargo() -> std::ffi::OsString {
+    std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
+}
+
 /// Builds the `tender` binary (dev profile) and returns its path.
 pub fn build_tender() -> anyhow::Result<PathBuf> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let cargo = cargo();
     let status = Command::new(&cargo)
         .args(["build", "--quiet", "--package", "tender-builder", "--bin", "tender"])
         .current_dir(root())
