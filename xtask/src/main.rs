@@ -3,6 +3,7 @@
 //! would need. One module per task; shared helpers in [`tooling`] and
 //! [`workspace`].
 
+mod bench;
 mod demo;
 mod release;
 mod system;
@@ -25,6 +26,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Task {
     Release(release::Args),
+    Bench(bench::Args),
     Demo(demo::Args),
     Test(test::Args),
 }
@@ -32,6 +34,7 @@ enum Task {
 fn main() -> ExitCode {
     let result = match Cli::parse().task {
         Task::Release(args) => release::run(args),
+        Task::Bench(args) => bench::run(args),
         Task::Demo(args) => demo::run(args),
         Task::Test(args) => test::run(args),
     };
