@@ -13,7 +13,7 @@ use tender_updater::format::{ChunkRef, EntryKind};
 use tender_updater::source::{open_source, read_bounded};
 use tender_updater::verify::fetch_all_releases;
 
-/// Why an audit could not run at all.
+/// Errors that stop an audit before it starts.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {
     #[error("trusted root {}: {detail}", path.display())]

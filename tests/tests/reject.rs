@@ -203,3 +203,32 @@ fn chunk_larger_than_declared_is_rejected() {
     });
     assert_rejected(&robot, &bundle, "decompresses to more than");
 }
+
+#[test]
+fn unreachable_repository_is_rejected() {
+    let robot = robot_with_100();
+    // Bind and drop a listener so the port is closed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let before = robot.snapshot();
+    let output = robot.tenderd(&["install", &format!("http://127.0.0.1:{port}/")]);
+    assert_eq!(output.status.code(), Some(1));
+    let message = stderr(&output);
+    assert!(message.contains(&format!("127.0.0.1:{port}")), "{message}");
+    assert_eq!(before, robot.snapshot());
+}
+
+#[test]
+fn invalid_configuration_is_rejected() {
+    let robot = robot_with_100();
+    let config = robot.path("etc/tender/updater.toml");
+    let text = fs::read_to_string(&config).expect("config");
+    fs::write(&config, text.replace("compatible =", "compatibel =")).expect("write config");
+    let before = robot.snapshot();
+    let output = robot.tenderd(&["install", &fixture().bundle_101.display().to_string()]);
+    assert_eq!(output.status.code(), Some(1));
+    let message = stderr(&output);
+    assert_eq!(message.lines().count(), 1, "{message}");
+    assert!(message.contains("compatibel"), "{message}");
+    assert!(message.contains("updater.toml"), "{message}");
+    assert_eq!(before, robot.snapshot());
+}

@@ -126,9 +126,9 @@ pub struct Config {
     pub compatible: String,
     pub architecture: String,
     pub trusted_root: PathBuf,
-    /// Directory that holds `slot-a`, `slot-b` and the `current` link.
+    /// Directory that contains `slot-a`, `slot-b` and the `current` link.
     pub slots_base: PathBuf,
-    /// `slots.base` as written, the path the robot sees without the prefix.
+    /// `slots.base` as written: the path on the robot, without the prefix.
     pub slots_base_on_robot: PathBuf,
     pub state_dir: PathBuf,
     pub restart_command: Vec<String>,

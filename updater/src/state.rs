@@ -1,5 +1,5 @@
-//! The persistent install state: which slot holds what, where an install
-//! stands, and the history. It lives in one JSON file that is only ever
+//! The persistent install state: the release in each slot, the phase of the
+//! install, and the history. It lives in one JSON file that is only ever
 //! replaced through [`crate::fsutil::write_atomic`], and it is written before
 //! each side effect it describes.
 
@@ -66,7 +66,7 @@ impl fmt::Display for SlotRelease {
     }
 }
 
-/// Where the install state machine stands.
+/// Phase of the install state machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
@@ -211,7 +211,7 @@ impl State {
         }
     }
 
-    /// The committed release, which decides which versions are newer.
+    /// Returns the committed release, which decides which versions are newer.
     pub fn committed_release(&self) -> Option<&SlotRelease> {
         self.committed.and_then(|slot| self.slot_release(slot))
     }

@@ -274,6 +274,12 @@ impl Updater {
             source: serde_json::Error::io(std::io::Error::other(e.to_string())),
         })?;
         write_atomic(&manifest_copy, &manifest_bytes)?;
+        // The staged slot now has every chunk, so the download cache goes.
+        if let Err(error) = std::fs::remove_dir_all(&cache_dir) {
+            if error.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(cache = %cache_dir.display(), %error, "cannot empty the download cache");
+            }
+        }
         state.set_slot_release(target, Some(record.clone()));
         state.record("staged", Some(target), Some(record.clone()), format!("{} bytes written", stats.bytes_written));
         self.save(&state)?;

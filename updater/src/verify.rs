@@ -40,7 +40,7 @@ impl VerifiedRelease {
     }
 }
 
-/// Why a release was rejected.
+/// Reasons a release is rejected.
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
     #[error(transparent)]

@@ -12,7 +12,7 @@ use crate::format::layout::{BUNDLE_MANIFEST_FILE, ROOT_FILE, TARGETS_FILE};
 use crate::format::limits::{MAX_MANIFEST_BYTES, MAX_ROOT_BYTES, MAX_STORED_CHUNK_BYTES, MAX_TARGETS_BYTES};
 use crate::format::Sha256Digest;
 
-/// Why a bundle could not be read.
+/// Errors of reading a bundle.
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {
     #[error("cannot read bundle {}: {source}", path.display())]

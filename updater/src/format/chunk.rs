@@ -5,7 +5,7 @@ use std::io::Read;
 use crate::format::limits::MAX_STORED_CHUNK_BYTES;
 use crate::format::{ChunkRef, Sha256Digest};
 
-/// Why a stored chunk was rejected.
+/// Reasons a stored chunk is rejected.
 #[derive(Debug, thiserror::Error)]
 pub enum ChunkError {
     #[error("chunk {digest} is {len} bytes compressed, more than the limit of {MAX_STORED_CHUNK_BYTES}")]

@@ -123,7 +123,7 @@ pub struct ChunkRef {
     pub size: u64,
 }
 
-/// Why a manifest was rejected.
+/// Reasons a manifest is rejected.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     #[error("manifest is not valid JSON of the expected shape: {0}")]

@@ -2,7 +2,7 @@
 
 use crate::format::limits::MAX_PATH_BYTES;
 
-/// Why an entry path or link target was rejected.
+/// Reasons an entry path or link target is rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
     #[error("entry path {0:?} is empty")]

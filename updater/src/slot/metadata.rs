@@ -10,8 +10,8 @@ use crate::format::Entry;
 /// nor removes.
 pub(crate) const SYSTEM_XATTRS: &[&str] = &["security.selinux"];
 
-/// Whether this process may set owners and `security.*` attributes. Without
-/// it, owners are left as they are and are not compared.
+/// Returns true when this process may set owners and `security.*`
+/// attributes. Without that, owners are left as they are and not compared.
 pub(crate) fn is_privileged() -> bool {
     rustix::process::geteuid().is_root()
 }

@@ -1,9 +1,9 @@
 //! Staging a release into the inactive slot.
 //!
 //! Staging has two steps. [`prepare`] decides for every file where its bytes
-//! come from and fetches and verifies every chunk that the robot does not
-//! hold yet; it writes nothing to the slots or the state, so a bad release is
-//! rejected before anything changes. [`PreparedStage::write`] then rewrites
+//! come from, and fetches and verifies every chunk that the robot lacks. It
+//! writes nothing to the slots or the state, so a bad release is rejected
+//! before anything changes. [`PreparedStage::write`] then rewrites
 //! the inactive slot in place: files that already match are kept, files the
 //! active slot holds are copied from it, and only the rest is rebuilt from
 //! chunks. Every chunk is checked against its digest when it is decoded, and
@@ -40,7 +40,7 @@ fn io_error<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(std::io::Er
     move |source| StageError::Io { action, path: path.to_owned(), source }
 }
 
-/// What staging did, for the summary and the benchmark.
+/// Counters of a staging, for the summary and the benchmark.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct StageStats {
     /// Files already correct in the inactive slot.
@@ -67,7 +67,7 @@ enum FilePlan {
     Rebuild,
 }
 
-/// Where a chunk lies in a file of the active slot.
+/// Location of a chunk in a file of the active slot.
 #[derive(Debug, Clone)]
 struct LocalChunk {
     path: PathBuf,
@@ -94,9 +94,9 @@ fn hash_file(path: &Path) -> Option<Sha256Digest> {
     Some(Sha256Digest::from_hasher(hasher))
 }
 
-/// Whether `path` is a regular file of `size` bytes with no other names. A
-/// file with other hardlinks is never kept, because setting its metadata
-/// would change those names too.
+/// Returns true when `path` is a regular file of `size` bytes with no other
+/// names. A file with other hardlinks is never kept, because setting its
+/// metadata would change those names too.
 fn is_lone_file_of_size(path: &Path, size: u64) -> bool {
     use std::os::unix::fs::MetadataExt;
     fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file() && m.len() == size && m.nlink() == 1)
@@ -329,7 +329,7 @@ impl PreparedStage<'_> {
     }
 
     /// Rebuilds a file from its chunks, taking each from the active slot when
-    /// it holds it and from the cache or the source otherwise.
+    /// it contains it and from the cache or the source otherwise.
     fn rebuild_file(
         &mut self,
         entry_path: &str,
@@ -402,7 +402,7 @@ fn remove_any(path: &Path) -> Result<(), StageError> {
     }
 }
 
-/// Flushes the file system that holds the slot: one `syncfs` instead of an
+/// Flushes the file system of the slot with one `syncfs` instead of an
 /// fsync per file.
 fn sync_filesystem(dir: &Path) -> Result<(), StageError> {
     let handle = File::open(dir).map_err(io_error("open", dir))?;
