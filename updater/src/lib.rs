@@ -13,3 +13,20 @@ pub mod slot;
 pub mod state;
 pub mod status;
 pub mod updater;
+
+/// Formats an error and its causes as one line. A cause whose text the
+/// message already contains is left out, because many errors repeat their
+/// source in their own message.
+pub fn error_line(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = error.to_string();
+    let mut cause = error.source();
+    while let Some(current) = cause {
+        let text = current.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        cause = current.source();
+    }
+    message
+}

@@ -142,7 +142,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("tenderd: error: {error:#}");
+            eprintln!("tenderd: error: {}", tender_updater::error_line(error.as_ref()));
             ExitCode::FAILURE
         }
     }

@@ -45,7 +45,8 @@ impl VerifiedRelease {
 pub enum VerifyError {
     #[error(transparent)]
     Source(#[from] SourceError),
-    #[error("{what} failed verification against the trusted root: {source}")]
+    /// `what` names the document; the source's message names it too.
+    #[error("{source}")]
     Signature { what: String, source: tender_keys::Error },
     #[error("manifest (sha256 {digest}) is not listed in the signed targets.json of {source_name}; it was altered or does not belong to this repository")]
     NotListed { digest: Sha256Digest, source_name: String },

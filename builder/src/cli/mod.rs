@@ -46,19 +46,9 @@ pub fn init_tracing() {
         .init();
 }
 
-/// Returns the error and its causes on one line. A cause whose text the
-/// message already contains is left out, because many library errors repeat
-/// their source in their own message.
+/// Returns the error and its causes on one line, without repeated causes.
 pub fn error_message(error: &anyhow::Error) -> String {
-    let mut message = error.to_string();
-    for cause in error.chain().skip(1) {
-        let text = cause.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-    }
-    message
+    tender_updater::error_line(error.as_ref())
 }
 
 /// Returns whether `error` is a write to a closed stdout, such as
