@@ -294,13 +294,7 @@ impl Updater {
             return Err(error);
         }
 
-        backup_config(
-            &self.config.backup_source,
-            &self.config.backup_dir,
-            &record.version.to_string(),
-            self.config.backup_keep,
-            self.config.backup_max_age,
-        )?;
+        self.backup_config(&record)?;
 
         self.switch(&mut state, target, Some(record.clone()), "switching")?;
         state.phase = Phase::Trial;
@@ -350,6 +344,19 @@ impl Updater {
         } else {
             Err(format!("self-test {:?} {}", argv.join(" "), outcome.describe()))
         }
+    }
+
+    /// Backs up the configuration directory before a switch to `release`.
+    fn backup_config(&self, release: &SlotRelease) -> Result<(), UpdateError> {
+        let config = &self.config;
+        backup_config(
+            &config.backup_source,
+            &config.backup_dir,
+            &release.version.to_string(),
+            config.backup_keep,
+            config.backup_max_age,
+        )?;
+        Ok(())
     }
 
     /// Moves `current` to `target`, persisting `switching` first.
@@ -571,44 +578,44 @@ impl Updater {
     pub fn rollback(&self) -> Result<SlotRelease, UpdateError> {
         self.recover_if_stable()?;
         let mut state = self.load_state()?;
-        let refuse = |reason: String| UpdateError::Rollback { reason };
-        let active = state.active.ok_or_else(|| refuse("no release is installed".to_owned()))?;
+
+        let reject = |reason: String| UpdateError::Rollback { reason };
+        let active = state.active.ok_or_else(|| reject("no release is installed".to_owned()))?;
         let other = active.other();
         let other_release = state
             .slot_release(other)
             .cloned()
-            .ok_or_else(|| refuse(format!("slot {other} holds no complete release")))?;
+            .ok_or_else(|| reject(format!("slot {other} contains no complete release")))?;
+
         if state.phase == Phase::Trial {
             if state.committed != Some(other) {
-                return Err(refuse(format!("slot {other} was never committed")));
+                return Err(reject(format!("slot {other} was never committed")));
             }
             self.revert(&mut state, "rolled back by hand during the trial")?;
             return Ok(other_release);
         }
+
         let active_release = state.slot_release(active).cloned();
         if let Some(active_release) = &active_release {
             if other_release.version >= active_release.version {
-                return Err(refuse(format!(
-                    "slot {other} holds {other_release}, which is not earlier than the active {active_release}"
+                return Err(reject(format!(
+                    "slot {other} contains {other_release}, which is not earlier than the active {active_release}"
                 )));
             }
         }
+
         let manifest = self
             .slot_manifest(other)
-            .ok_or_else(|| refuse(format!("the manifest of slot {other} is missing")))?;
+            .ok_or_else(|| reject(format!("the manifest of slot {other} is missing")))?;
         check_slot(&self.slots.slot_dir(other), &manifest)
-            .map_err(|e| refuse(format!("slot {other} no longer matches {other_release}: {e}")))?;
-        backup_config(
-            &self.config.backup_source,
-            &self.config.backup_dir,
-            &other_release.version.to_string(),
-            self.config.backup_keep,
-            self.config.backup_max_age,
-        )?;
+            .map_err(|e| reject(format!("slot {other} no longer matches {other_release}: {e}")))?;
+
+        self.backup_config(&other_release)?;
         self.switch(&mut state, other, Some(other_release.clone()), "rollback")?;
         if let Err(error) = self.restart_services(&manifest.services) {
             tracing::error!(%error, "services did not come back after the rollback");
         }
+
         state.phase = Phase::Committed;
         state.committed = Some(other);
         state.target = None;
