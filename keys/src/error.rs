@@ -33,7 +33,7 @@ pub enum Error {
         "{what} has {valid} valid {role} signature(s) but the root requires {threshold}; \
          sign it with enough of the keys that root.json lists for {role}"
     )]
-    ThresholdNotMet { what: String, role: Role, valid: usize, threshold: u32 },
+    ThresholdNotMet { what: String, role: String, valid: usize, threshold: u32 },
 
     #[error("root key {keyid} in root.json is not a valid ed25519 public key")]
     InvalidPublicKey { keyid: KeyId },

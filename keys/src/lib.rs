@@ -18,5 +18,11 @@ mod verify;
 pub use canonical::to_canonical_json;
 pub use error::Error;
 pub use key::{KeyId, PrivateKey, PublicKey};
-pub use metadata::{Role, RoleKeys, Root, Signature, Signed, TargetFile, Targets, SPEC_VERSION};
-pub use verify::{verify_root, verify_targets, SignatureReport, Verified};
+pub use metadata::{
+    format_time, parse_time, path_matches, DelegatedRole, Delegations, MetaFile, Role, RoleKeys, Root, Signature, Signed,
+    Snapshot, TargetFile, Targets, Timestamp, SPEC_VERSION,
+};
+pub use verify::{
+    verify_delegated, verify_root, verify_root_update, verify_snapshot, verify_targets, verify_timestamp,
+    SignatureReport, Verified,
+};

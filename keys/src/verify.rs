@@ -4,17 +4,18 @@
 //! was parsed into a generic JSON value, so fields that Tender does not know
 //! still count towards what was signed.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::{to_canonical_json, Error, KeyId, Role, Root, Signed, Targets};
+use crate::{to_canonical_json, Error, KeyId, PublicKey, Role, RoleKeys, Root, Signed, Snapshot, Targets, Timestamp};
 
 /// Who signed a document, for audits.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SignatureReport {
-    pub role: Role,
+    /// Role name: `root`, `targets`, `snapshot`, `timestamp` or a delegated role.
+    pub role: String,
     pub threshold: u32,
     /// Keys of the role whose signatures are valid.
     pub valid: Vec<KeyId>,
@@ -54,14 +55,10 @@ fn parse_envelope(bytes: &[u8], what: &str) -> Result<Signed<serde_json::Value>,
     serde_json::from_slice(bytes).map_err(|source| Error::Parse { what: what.to_owned(), source })
 }
 
-fn check_type(signed: &serde_json::Value, expected: Role, what: &str) -> Result<(), Error> {
+fn check_type(signed: &serde_json::Value, expected: &str, what: &str) -> Result<(), Error> {
     let found = signed.get("_type").and_then(|t| t.as_str()).unwrap_or("");
-    if found != expected.as_str() {
-        return Err(Error::WrongType {
-            what: what.to_owned(),
-            expected: expected.as_str().to_owned(),
-            found: found.to_owned(),
-        });
+    if found != expected {
+        return Err(Error::WrongType { what: what.to_owned(), expected: expected.to_owned(), found: found.to_owned() });
     }
     Ok(())
 }
@@ -70,21 +67,21 @@ fn typed<T: DeserializeOwned>(value: serde_json::Value, what: &str) -> Result<T,
     serde_json::from_value(value).map_err(|source| Error::Parse { what: what.to_owned(), source })
 }
 
-/// Counts valid signatures of `role` keys over `envelope.signed`; each key
+/// Counts valid signatures of `role_keys` over `envelope.signed`; each key
 /// counts once, however many signatures it has.
 fn check_signatures(
-    root: &Root,
-    role: Role,
+    keys: &BTreeMap<KeyId, PublicKey>,
+    role_keys: &RoleKeys,
+    role: &str,
     envelope: &Signed<serde_json::Value>,
     what: &str,
 ) -> Result<SignatureReport, Error> {
-    let role_keys = root.role(role)?;
     let canonical = to_canonical_json(&envelope.signed)?;
     let mut valid = BTreeSet::new();
     let mut invalid = BTreeSet::new();
     let mut untrusted = BTreeSet::new();
     for signature in &envelope.signatures {
-        let key = root.keys.get(&signature.keyid);
+        let key = keys.get(&signature.keyid);
         match key {
             Some(key) if role_keys.keyids.contains(&signature.keyid) => {
                 if key.verify(&canonical, &signature.sig) {
@@ -100,7 +97,7 @@ fn check_signatures(
     }
     invalid.retain(|id| !valid.contains(id));
     let report = SignatureReport {
-        role,
+        role: role.to_owned(),
         threshold: role_keys.threshold,
         valid: valid.into_iter().collect(),
         invalid: invalid.into_iter().collect(),
@@ -112,7 +109,7 @@ fn check_signatures(
     if report.valid.len() < required as usize {
         return Err(Error::ThresholdNotMet {
             what: what.to_owned(),
-            role,
+            role: role.to_owned(),
             valid: report.valid.len(),
             threshold: required,
         });
@@ -120,35 +117,75 @@ fn check_signatures(
     Ok(report)
 }
 
-/// Parses a `root.json` and checks that the threshold of its own root role
-/// signed it. `what` names the document in errors, such as its path.
-pub fn verify_root(bytes: &[u8], what: &str) -> Result<Verified<Root>, Error> {
-    let envelope = parse_envelope(bytes, what)?;
-    check_type(&envelope.signed, Role::Root, what)?;
-    let root: Root = typed(envelope.signed.clone(), what)?;
+fn check_root_keys(root: &Root) -> Result<(), Error> {
     for (keyid, key) in &root.keys {
         if !key.is_valid() || key.key_id()? != *keyid {
             return Err(Error::InvalidPublicKey { keyid: keyid.clone() });
         }
     }
-    let report = check_signatures(&root, Role::Root, &envelope, what)?;
+    Ok(())
+}
+
+/// Parses a `root.json` and checks that the threshold of its own root role
+/// signed it. `what` names the document in errors, such as its path.
+pub fn verify_root(bytes: &[u8], what: &str) -> Result<Verified<Root>, Error> {
+    let envelope = parse_envelope(bytes, what)?;
+    check_type(&envelope.signed, Role::Root.as_str(), what)?;
+    let root: Root = typed(envelope.signed.clone(), what)?;
+    check_root_keys(&root)?;
+    let report = check_signatures(&root.keys, root.role(Role::Root)?, Role::Root.as_str(), &envelope, what)?;
+    Ok(Verified { value: root, report })
+}
+
+/// Checks a new `root.json` as the TUF client does when it updates its root:
+/// the threshold of the trusted root's root role and the threshold of the new
+/// root's own root role must both have signed it. Versions and expiry are the
+/// caller's to check.
+pub fn verify_root_update(trusted: &Verified<Root>, bytes: &[u8], what: &str) -> Result<Verified<Root>, Error> {
+    let envelope = parse_envelope(bytes, what)?;
+    check_type(&envelope.signed, Role::Root.as_str(), what)?;
+    let root: Root = typed(envelope.signed.clone(), what)?;
+    check_root_keys(&root)?;
+    check_signatures(&trusted.keys, trusted.role(Role::Root)?, "root (trusted)", &envelope, what)?;
+    let report = check_signatures(&root.keys, root.role(Role::Root)?, Role::Root.as_str(), &envelope, what)?;
     Ok(Verified { value: root, report })
 }
 
 /// Parses a `targets.json` and checks it against the targets role of `root`.
 pub fn verify_targets(root: &Verified<Root>, bytes: &[u8], what: &str) -> Result<Verified<Targets>, Error> {
-    verify_signed(root, Role::Targets, bytes, what)
+    verify_top_level(root, Role::Targets, bytes, what)
 }
 
-fn verify_signed<T: DeserializeOwned>(
-    root: &Verified<Root>,
-    role: Role,
+/// Parses a `snapshot.json` and checks it against the snapshot role of `root`.
+pub fn verify_snapshot(root: &Verified<Root>, bytes: &[u8], what: &str) -> Result<Verified<Snapshot>, Error> {
+    verify_top_level(root, Role::Snapshot, bytes, what)
+}
+
+/// Parses a `timestamp.json` and checks it against the timestamp role of `root`.
+pub fn verify_timestamp(root: &Verified<Root>, bytes: &[u8], what: &str) -> Result<Verified<Timestamp>, Error> {
+    verify_top_level(root, Role::Timestamp, bytes, what)
+}
+
+/// Parses delegated targets metadata and checks it against the keys and
+/// threshold that its delegating role lists for it.
+pub fn verify_delegated(
+    keys: &BTreeMap<KeyId, PublicKey>,
+    role_keys: &RoleKeys,
+    role_name: &str,
     bytes: &[u8],
     what: &str,
-) -> Result<Verified<T>, Error> {
+) -> Result<Verified<Targets>, Error> {
     let envelope = parse_envelope(bytes, what)?;
-    check_type(&envelope.signed, role, what)?;
-    let report = check_signatures(root, role, &envelope, what)?;
+    check_type(&envelope.signed, Role::Targets.as_str(), what)?;
+    let report = check_signatures(keys, role_keys, role_name, &envelope, what)?;
+    let value = typed(envelope.signed, what)?;
+    Ok(Verified { value, report })
+}
+
+fn verify_top_level<T: DeserializeOwned>(root: &Root, role: Role, bytes: &[u8], what: &str) -> Result<Verified<T>, Error> {
+    let envelope = parse_envelope(bytes, what)?;
+    check_type(&envelope.signed, role.as_str(), what)?;
+    let report = check_signatures(&root.keys, root.role(role)?, role.as_str(), &envelope, what)?;
     let value = typed(envelope.signed, what)?;
     Ok(Verified { value, report })
 }
@@ -196,6 +233,24 @@ mod tests {
         verify_targets(&root, &signed, "targets.json").expect("valid targets");
         let tampered = String::from_utf8(signed).expect("utf8").replace("\"version\":7", "\"version\":8");
         assert!(verify_targets(&root, tampered.as_bytes(), "targets.json").is_err());
+    }
+
+    #[test]
+    fn rotated_root_needs_old_and_new_keys() {
+        let (old_root_key, release_key, bytes) = fixture();
+        let trusted = verify_root(&bytes, "1.root.json").expect("valid root");
+        let new_root_key = PrivateKey::generate();
+        let expires = UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+        let mut next = Root::new(&new_root_key.public(), &release_key.public(), expires).expect("root");
+        next.version = 2;
+        let only_new = Signed::sign(next.clone(), &[&new_root_key]).expect("sign").to_canonical_json().expect("json");
+        let err = verify_root_update(&trusted, &only_new, "2.root.json").expect_err("old keys did not sign");
+        assert!(matches!(err, Error::ThresholdNotMet { .. }), "{err}");
+        let only_old = Signed::sign(next.clone(), &[&old_root_key]).expect("sign").to_canonical_json().expect("json");
+        assert!(verify_root_update(&trusted, &only_old, "2.root.json").is_err());
+        let both = Signed::sign(next, &[&old_root_key, &new_root_key]).expect("sign").to_canonical_json().expect("json");
+        let rotated = verify_root_update(&trusted, &both, "2.root.json").expect("rotation");
+        assert_eq!(rotated.version, 2);
     }
 
     #[test]
