@@ -1,5 +1,6 @@
 //! The build tools of a release: a Python virtual environment with colcon,
-//! CMake, Ninja and setuptools from PyPI, at pinned versions.
+//! CMake, Ninja and setuptools from PyPI, at pinned versions, plus
+//! python-tuf for the interoperability tests.
 //!
 //! The environment is created once. A marker file inside it records the
 //! requirement list it was installed with, so a later run skips pip when the
@@ -23,6 +24,9 @@ pub const REQUIREMENTS: &[&str] = &[
     "cmake==4.4.5",
     "ninja==1.13.2",
     "setuptools==65.5.0",
+    // The reference TUF implementation, for the interoperability tests.
+    "tuf==7.0.1",
+    "securesystemslib[crypto]==1.6.0",
 ];
 
 /// Name of the marker file inside the virtual environment.
