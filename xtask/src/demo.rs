@@ -86,13 +86,13 @@ pub fn run(_args: Args) -> anyhow::Result<()> {
     };
     step("installing 1.0.0 from its bundle (a USB stick)");
     run_checked(&mut tenderd_on(&["install", &dist.join("ecar-4wd4ws-1.0.0.tender").display().to_string()]))?;
-    step("installing 1.0.1 from its bundle: only the changed file is written");
+    step("installing 1.0.1 from its bundle: the changed file is rebuilt from it, the others are copied from slot a");
     run_checked(&mut tenderd_on(&["install", &dist.join("ecar-4wd4ws-1.0.1.tender").display().to_string()]))?;
 
     step("installing 1.0.2, whose steering limit fails the health check (5 failures, 2 s apart)");
-    let status = tenderd_on(&["install", &dist.join("ecar-4wd4ws-1.0.2.tender").display().to_string()])
-        .status()
-        .context("cannot run tenderd")?;
+    let mut install_102 = tenderd_on(&["install", &dist.join("ecar-4wd4ws-1.0.2.tender").display().to_string()]);
+    eprintln!("+ {install_102:?}");
+    let status = install_102.status().context("cannot run tenderd")?;
     if status.code() != Some(2) {
         bail!("expected tenderd to revert 1.0.2 and exit 2, but it exited with {status}");
     }
