@@ -36,6 +36,32 @@ struct ConfigFile {
     services: ServicesFile,
     #[serde(default)]
     backup: BackupFile,
+    #[serde(default)]
+    download: DownloadFile,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DownloadFile {
+    #[serde(with = "humantime_serde_compat")]
+    connect_timeout: Duration,
+    #[serde(with = "humantime_serde_compat")]
+    read_timeout: Duration,
+    max_attempts: u32,
+    /// Bytes per second; 0 for no cap.
+    bandwidth_limit: u64,
+}
+
+impl Default for DownloadFile {
+    fn default() -> Self {
+        let policy = crate::source::DownloadPolicy::default();
+        Self {
+            connect_timeout: policy.connect_timeout,
+            read_timeout: policy.read_timeout,
+            max_attempts: policy.max_attempts,
+            bandwidth_limit: 0,
+        }
+    }
 }
 
 fn default_architecture() -> String {
@@ -138,6 +164,7 @@ pub struct Config {
     pub backup_dir: PathBuf,
     pub backup_keep: usize,
     pub backup_max_age: Duration,
+    pub download: crate::source::DownloadPolicy,
 }
 
 /// Joins an absolute path below `root`; `/opt/ecar` under `/tmp/r` is
@@ -195,6 +222,13 @@ impl Config {
             backup_dir,
             backup_keep: file.backup.keep,
             backup_max_age: file.backup.max_age,
+            download: crate::source::DownloadPolicy {
+                connect_timeout: file.download.connect_timeout,
+                read_timeout: file.download.read_timeout,
+                max_attempts: file.download.max_attempts.max(1),
+                bandwidth_limit: (file.download.bandwidth_limit > 0).then_some(file.download.bandwidth_limit),
+                ..crate::source::DownloadPolicy::default()
+            },
         })
     }
 }

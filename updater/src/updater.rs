@@ -26,7 +26,7 @@ use crate::format::limits::{MAX_MANIFEST_BYTES, MAX_ROOT_BYTES};
 use crate::format::{HealthCheck, Manifest};
 use crate::fsutil::{write_atomic, FsError};
 use crate::slot::{check_slot, prepare, DirectorySlots, StageStats};
-use crate::source::{open_source, read_bounded};
+use crate::source::{open_source_with_cache, read_bounded};
 use crate::state::{now_text, Phase, RejectedRelease, Slot, SlotRelease, State, StateError};
 use crate::verify::{fetch_verified_release, VerifiedRelease};
 
@@ -228,7 +228,8 @@ impl Updater {
         self.recover()?;
         let mut state = self.load_state()?;
         let root = self.trusted_root()?;
-        let mut source = open_source(source_text)?;
+        let cache_dir = self.config.state_dir.join("cache");
+        let mut source = open_source_with_cache(source_text, Some(&cache_dir), self.config.download.clone())?;
         let release = fetch_verified_release(&root, source.as_mut(), &self.config.compatible)?;
         self.check_eligible(&state, &release, options)?;
         let manifest = release.manifest();
@@ -242,7 +243,6 @@ impl Updater {
             return Err(UpdateError::LinkMismatch { slot: target, state_active: active });
         }
         let active_manifest = active.and_then(|slot| self.slot_manifest(slot));
-        let cache_dir = self.config.state_dir.join("cache");
         let prepared = prepare(
             manifest,
             &self.slots,

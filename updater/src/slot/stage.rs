@@ -169,8 +169,17 @@ pub fn prepare<'m>(
                 continue;
             }
         }
-        let stored = source.chunk(&chunk.digest, MAX_STORED_CHUNK_BYTES)?;
-        decode_chunk(chunk, &stored)?;
+        let mut stored = source.chunk(&chunk.digest, MAX_STORED_CHUNK_BYTES)?;
+        if let Err(error) = decode_chunk(chunk, &stored) {
+            if !remote {
+                return Err(error.into());
+            }
+            // A network can damage bytes; fetch the chunk once more.
+            tracing::warn!(chunk = %chunk.digest, %error, "downloaded chunk failed verification; fetching it again");
+            source.discard_chunk(&chunk.digest);
+            stored = source.chunk(&chunk.digest, MAX_STORED_CHUNK_BYTES)?;
+            decode_chunk(chunk, &stored)?;
+        }
         stats.chunks_fetched += 1;
         stats.bytes_fetched += stored.len() as u64;
         if remote {

@@ -1,66 +1,51 @@
 //! A repository served over HTTP as a release source.
 //!
 //! Every body is read with a byte limit, so a server that sends endless data
-//! costs at most that limit. `Accept-Encoding: identity` keeps lengths and
-//! hashes on the raw bytes.
+//! costs at most that limit, and every request is retried with backoff by
+//! [`Downloader`]. With a cache directory, chunks are downloaded into it
+//! with resumption, so a dropped connection or a reboot costs only the bytes
+//! that were in flight.
 
-use std::io::Read;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
 
+use super::download::{DownloadError, DownloadPolicy, Downloader};
 use super::{ReleaseSource, SourceError};
 use crate::format::layout::{repo_chunk_path, repo_manifest_path, TARGETS_FILE};
 use crate::format::Sha256Digest;
 
-// TODO: downloads are not resumed after a dropped connection and are not
-// retried; a failed chunk fails the install, which leaves the robot unchanged.
 pub struct HttpSource {
     base: String,
-    client: reqwest::blocking::Client,
+    downloader: Downloader,
+    partial_dir: Option<PathBuf>,
 }
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
-const READ_TIMEOUT: Duration = Duration::from_secs(60);
-
 impl HttpSource {
-    pub fn new(base: &str) -> Result<Self, SourceError> {
-        let client = reqwest::blocking::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(READ_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::limited(5))
-            .user_agent(concat!("tenderd/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| SourceError::Http { url: base.to_owned(), detail: e.to_string() })?;
-        Ok(Self { base: base.trim_end_matches('/').to_owned(), client })
+    /// Reads from the repository at `base`. With `cache_dir`, chunk
+    /// downloads resume from partial files kept in `cache_dir/partial`.
+    pub fn new(base: &str, cache_dir: Option<&Path>, policy: DownloadPolicy) -> Result<Self, SourceError> {
+        let downloader = Downloader::new(policy).map_err(|e| SourceError::Http { url: base.to_owned(), detail: e.to_string() })?;
+        Ok(Self {
+            base: base.trim_end_matches('/').to_owned(),
+            downloader,
+            partial_dir: cache_dir.map(|dir| dir.join("partial")),
+        })
+    }
+
+    fn url(&self, relative: &str) -> String {
+        format!("{}/{relative}", self.base)
+    }
+
+    fn map_error(&self, what: &str, error: DownloadError) -> SourceError {
+        match error {
+            DownloadError::NotFound { .. } => SourceError::NotFound { what: what.to_owned(), source_name: self.base.clone() },
+            DownloadError::TooLarge { len, limit, .. } => SourceError::TooLarge { what: what.to_owned(), len, limit },
+            other => SourceError::Http { url: self.url(what), detail: other.to_string() },
+        }
     }
 
     fn get(&self, relative: &str, limit: u64, what: &str) -> Result<Vec<u8>, SourceError> {
-        let url = format!("{}/{relative}", self.base);
-        let http = |detail: String| SourceError::Http { url: url.clone(), detail };
-        tracing::debug!(%url, "GET");
-        let response = self
-            .client
-            .get(&url)
-            .header(reqwest::header::ACCEPT_ENCODING, "identity")
-            .send()
-            .map_err(|e| http(e.to_string()))?;
-        let status = response.status();
-        if status == reqwest::StatusCode::NOT_FOUND {
-            return Err(SourceError::NotFound { what: what.to_owned(), source_name: self.base.clone() });
-        }
-        if !status.is_success() {
-            return Err(http(format!("server answered {status}")));
-        }
-        if let Some(len) = response.content_length() {
-            if len > limit {
-                return Err(SourceError::TooLarge { what: what.to_owned(), len, limit });
-            }
-        }
-        let mut bytes = Vec::new();
-        response.take(limit + 1).read_to_end(&mut bytes).map_err(|e| http(e.to_string()))?;
-        if bytes.len() as u64 > limit {
-            return Err(SourceError::TooLarge { what: what.to_owned(), len: bytes.len() as u64, limit });
-        }
-        Ok(bytes)
+        tracing::debug!(url = %self.url(relative), "GET");
+        self.downloader.get(&self.url(relative), limit).map_err(|e| self.map_error(what, e))
     }
 }
 
@@ -88,6 +73,25 @@ impl ReleaseSource for HttpSource {
     }
 
     fn chunk(&mut self, digest: &Sha256Digest, limit: u64) -> Result<Vec<u8>, SourceError> {
-        self.get(&repo_chunk_path(digest), limit, &format!("chunk {digest}"))
+        let relative = repo_chunk_path(digest);
+        let what = format!("chunk {digest}");
+        let Some(dir) = &self.partial_dir else {
+            return self.get(&relative, limit, &what);
+        };
+        std::fs::create_dir_all(dir).map_err(|source| SourceError::Io { path: dir.clone(), source })?;
+        let destination = dir.join(format!("{digest}.zst"));
+        let url = self.url(&relative);
+        tracing::debug!(%url, "GET with resume");
+        self.downloader.download_to(&url, &destination, limit).map_err(|e| self.map_error(&what, e))?;
+        let bytes = std::fs::read(&destination).map_err(|source| SourceError::Io { path: destination.clone(), source });
+        let _ = std::fs::remove_file(&destination);
+        bytes
+    }
+
+    fn discard_chunk(&mut self, digest: &Sha256Digest) {
+        if let Some(dir) = &self.partial_dir {
+            let _ = std::fs::remove_file(dir.join(format!("{digest}.zst.partial")));
+            let _ = std::fs::remove_file(dir.join(format!("{digest}.zst.partial.etag")));
+        }
     }
 }

@@ -4,6 +4,7 @@
 
 mod bundle;
 mod dir;
+mod download;
 mod http;
 
 use std::path::Path;
@@ -12,6 +13,7 @@ use crate::format::Sha256Digest;
 
 pub use bundle::BundleSource;
 pub use dir::DirSource;
+pub use download::{DownloadError, DownloadPolicy, Downloader};
 pub use http::HttpSource;
 
 /// Errors of reading from a release source.
@@ -53,13 +55,27 @@ pub trait ReleaseSource {
 
     /// Returns the stored (compressed) bytes of a chunk, at most `limit` bytes.
     fn chunk(&mut self, digest: &Sha256Digest, limit: u64) -> Result<Vec<u8>, SourceError>;
+
+    /// Forgets anything kept of a chunk whose bytes failed verification, so
+    /// the next [`ReleaseSource::chunk`] fetches it afresh.
+    fn discard_chunk(&mut self, _digest: &Sha256Digest) {}
 }
 
 /// Opens a source from the text a user gave: an `http://` or `https://` URL
 /// of a repository, a `.tender` file, or a repository directory.
 pub fn open_source(text: &str) -> Result<Box<dyn ReleaseSource>, SourceError> {
+    open_source_with_cache(text, None, DownloadPolicy::default())
+}
+
+/// Like [`open_source`]; HTTP downloads resume from partial files in
+/// `cache_dir` and follow `policy`.
+pub fn open_source_with_cache(
+    text: &str,
+    cache_dir: Option<&Path>,
+    policy: DownloadPolicy,
+) -> Result<Box<dyn ReleaseSource>, SourceError> {
     if text.starts_with("http://") || text.starts_with("https://") {
-        return Ok(Box::new(HttpSource::new(text)?));
+        return Ok(Box::new(HttpSource::new(text, cache_dir, policy)?));
     }
     let path = Path::new(text);
     if path.is_file() {

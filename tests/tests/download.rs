@@ -1,0 +1,173 @@
+//! Installs over a link that drops, stalls, errors, ignores ranges, changes
+//! ETags, corrupts bytes and redirects, served by the fault-injecting server
+//! on 127.0.0.1 from a real repository.
+
+mod common;
+
+use std::fs;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::robot::Robot;
+use common::{expect_success, fixture, stderr};
+use tender_e2e::fault_server::{Fault, FaultServer};
+
+/// A robot running 1.0.0 whose downloads give up after `attempts` tries.
+fn robot_with_100(attempts: u32, bandwidth_limit: u64) -> Robot {
+    let fixture = fixture();
+    let robot = Robot::new(&fixture.keys);
+    let config = robot.path("etc/tender/updater.toml");
+    let mut text = fs::read_to_string(&config).expect("config");
+    text.push_str(&format!(
+        "\n[download]\nconnect_timeout = \"5s\"\nread_timeout = \"5s\"\nmax_attempts = {attempts}\nbandwidth_limit = {bandwidth_limit}\n"
+    ));
+    fs::write(&config, text).expect("write config");
+    robot
+}
+
+fn install_100(robot: &Robot) {
+    expect_success(&robot.install(&fixture().bundle_100), "install 1.0.0");
+}
+
+fn install_from(robot: &Robot, server: &FaultServer) -> std::process::Output {
+    robot.tenderd(&["install", "--json", &format!("{}/", server.url())])
+}
+
+fn chunk_requests(server: &FaultServer) -> Vec<tender_e2e::fault_server::RequestLog> {
+    server.requests().into_iter().filter(|r| r.path.starts_with("/chunks/")).collect()
+}
+
+#[test]
+fn dropped_connections_resume_with_range() {
+    let robot = robot_with_100(8, 0);
+    install_100(&robot);
+    let server = FaultServer::start(&fixture().repo).expect("server");
+    server.add_fault("/chunks/", Fault::DropAfter(1000), Some(3));
+    server.add_fault("/targets.json", Fault::Status { code: 503, retry_after: Some(1) }, Some(1));
+    let output = install_from(&robot, &server);
+    let report: serde_json::Value = serde_json::from_str(&expect_success(&output, "install over a dropping link")).expect("JSON");
+    assert_eq!(report["phase"], "committed", "{report}");
+    assert_eq!(robot.status()["version"], "1.0.1");
+
+    let chunks = chunk_requests(&server);
+    let resumed: Vec<_> = chunks.iter().filter(|r| r.range.as_deref().is_some_and(|r| r.starts_with("bytes=1000-"))).collect();
+    assert!(!resumed.is_empty(), "no request resumed at byte 1000: {chunks:?}");
+    let sent: u64 = chunks.iter().map(|r| r.body_bytes).sum();
+    let needed = report["stats"]["bytes_fetched"].as_u64().expect("bytes fetched");
+    assert_eq!(sent, needed, "resumed downloads sent {sent} chunk bytes for {needed} needed");
+}
+
+#[test]
+fn ignored_range_and_changed_etag_restart_cleanly() {
+    let robot = robot_with_100(8, 0);
+    install_100(&robot);
+    let server = FaultServer::start(&fixture().repo).expect("server");
+    server.add_fault("/chunks/", Fault::DropAfter(1000), Some(1));
+    server.add_fault("/chunks/", Fault::IgnoreRange, Some(1));
+    server.add_fault("/chunks/", Fault::DropAfter(500), Some(1));
+    server.add_fault("/chunks/", Fault::ChangeEtag, Some(1));
+    let output = install_from(&robot, &server);
+    expect_success(&output, "install with ignored ranges and a changed ETag");
+    assert_eq!(robot.status()["version"], "1.0.1");
+    let statuses: Vec<u16> = chunk_requests(&server).iter().map(|r| r.status).collect();
+    assert!(statuses.contains(&200), "{statuses:?}");
+}
+
+#[test]
+fn corrupted_chunk_is_fetched_again() {
+    let robot = robot_with_100(8, 0);
+    install_100(&robot);
+    let server = FaultServer::start(&fixture().repo).expect("server");
+    server.add_fault("/chunks/", Fault::Corrupt(100), Some(1));
+    expect_success(&install_from(&robot, &server), "install after one corrupted chunk");
+    assert_eq!(robot.status()["version"], "1.0.1");
+}
+
+#[test]
+fn persistent_corruption_leaves_robot_unchanged() {
+    let robot = robot_with_100(8, 0);
+    install_100(&robot);
+    let server = FaultServer::start(&fixture().repo).expect("server");
+    server.add_fault("/chunks/", Fault::Corrupt(100), None);
+    let before = robot.snapshot();
+    let output = install_from(&robot, &server);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("the release is damaged"), "{}", stderr(&output));
+    assert_eq!(before, robot.snapshot());
+}
+
+#[test]
+fn redirect_is_followed() {
+    let robot = robot_with_100(8, 0);
+    install_100(&robot);
+    let server = FaultServer::start(&fixture().repo).expect("server");
+    let target = format!("{}/targets.json", server.url());
+    server.add_fault("/targets.json", Fault::Redirect(target), Some(1));
+    expect_success(&install_from(&robot, &server), "install through a redirect");
+    let statuses: Vec<u16> = server.requests().iter().filter(|r| r.path == "/targets.json").map(|r| r.status).collect();
+    assert_eq!(statuses, [302, 200]);
+}
+
+#[test]
+fn server_errors_give_up_with_clear_error() {
+    let robot = robot_with_100(3, 0);
+    install_100(&robot);
+    let server = FaultServer::start(&fixture().repo).expect("server");
+    server.add_fault("/targets.json", Fault::Status { code: 500, retry_after: None }, None);
+    let before = robot.snapshot();
+    let output = install_from(&robot, &server);
+    assert_eq!(output.status.code(), Some(1));
+    let message = stderr(&output);
+    assert!(message.contains("after 3 attempts"), "{message}");
+    assert!(message.contains("500"), "{message}");
+    assert_eq!(before, robot.snapshot());
+    let attempts = server.requests().iter().filter(|r| r.path == "/targets.json").count();
+    assert_eq!(attempts, 3);
+}
+
+#[test]
+fn download_resumes_after_tenderd_restart() {
+    // An empty robot fetches every chunk of 1.0.0; the bandwidth cap makes
+    // the download slow enough to kill tenderd in the middle of it.
+    let robot = robot_with_100(8, 20_000);
+    let server = FaultServer::start(&fixture().repo).expect("server");
+    let url = format!("{}/", server.url());
+    let mut child = Command::new(common::bin("tenderd"))
+        .arg("--root")
+        .arg(robot.root.path())
+        .args(["install", &url])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn tenderd");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(child.try_wait().expect("poll").is_none(), "the install finished before it could be interrupted");
+    let _ = child.kill();
+    let _ = child.wait();
+    let sent_before = server.body_bytes_sent();
+
+    let config = robot.path("etc/tender/updater.toml");
+    let text = fs::read_to_string(&config).expect("config").replace("bandwidth_limit = 20000", "bandwidth_limit = 0");
+    fs::write(&config, text).expect("write config");
+    let output = robot.tenderd(&["install", "--json", &url]);
+    let report: serde_json::Value = serde_json::from_str(&expect_success(&output, "install after restart")).expect("JSON");
+    assert_eq!(report["phase"], "committed", "{report}");
+
+    let chunk_bytes: u64 = chunk_requests(&server).iter().map(|r| r.body_bytes).sum();
+    let resumed = chunk_requests(&server).iter().filter(|r| r.range.is_some()).count();
+    let needed: u64 = walk_chunk_bytes(&fixture().repo);
+    eprintln!("sent before the kill: {sent_before}; chunk bytes sent in total: {chunk_bytes}; repository chunk bytes: {needed}; resumed requests: {resumed}");
+    assert!(resumed >= 1, "no download resumed after the restart");
+    assert!(chunk_bytes <= needed, "chunks were sent again: {chunk_bytes} bytes for {needed}");
+}
+
+/// Total bytes of every stored chunk of a repository.
+fn walk_chunk_bytes(repo: &std::path::Path) -> u64 {
+    walkdir::WalkDir::new(repo.join("chunks"))
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+        .sum()
+}
