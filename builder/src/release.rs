@@ -1,19 +1,27 @@
 //! Writing a release into an output directory `OUT`:
 //!
 //! ```text
-//! OUT/repo/root.json                              copied from the keys directory
-//! OUT/repo/targets.json                           signed by the release key
-//! OUT/repo/manifests/NAME-VERSION.manifest.json   canonical JSON
+//! OUT/repo/metadata/…                             TUF metadata with consistent snapshots (see [`crate::publish`])
+//! OUT/repo/targets/<sha256>.NAME-VERSION.manifest.json   the manifest under its consistent target name
+//! OUT/repo/root.json                              latest root, for robots that predate metadata/
+//! OUT/repo/targets.json                           the same bytes as metadata/targets.json
+//! OUT/repo/manifests/NAME-VERSION.manifest.json   the manifest, for robots that predate targets/
 //! OUT/repo/chunks/ab/<sha256>.zst                 chunk store, shared by releases
 //! OUT/NAME-VERSION.tender                         offline bundle
 //! OUT/work/                                       colcon build, install and log directories
 //! ```
 //!
-//! The repository is written in the order chunks, manifest, `root.json`,
-//! `targets.json`. `targets.json` is the commit point: until it is renamed
-//! into place, a robot reading the repository gets the previous release, and
-//! after it, every file it lists is complete. The bundle is written last,
-//! from the repository's files.
+//! The repository is written in the order chunks, manifest, root,
+//! `targets.json`, `snapshot.json`, `timestamp.json`, and last the top-level
+//! `targets.json`. `timestamp.json` is the commit point for TUF clients and
+//! the top-level `targets.json` for robots that read the older layout: until
+//! it is renamed into place, a robot gets the previous release, and after
+//! it, every file it lists is complete. The bundle is written last, from the
+//! repository's files.
+//!
+//! The trust root of the release is the latest root of the repository. The
+//! keys directory's `root.json` must be one of its versions, so a repository
+//! keeps one chain of trust; a new repository starts from it as version 1.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -23,7 +31,6 @@ use tender_keys::to_canonical_json;
 use tender_updater::format::layout::{
     bundle_file_name, manifest_target_name, repo_manifest_path, ROOT_FILE, TARGETS_FILE,
 };
-use tender_updater::format::limits::MAX_TARGETS_BYTES;
 use tender_updater::format::manifest::{ManifestError, FORMAT_VERSION};
 use tender_updater::format::{Manifest, Provenance, Sha256Digest};
 
@@ -32,7 +39,10 @@ use crate::colcon::{ColconBuild, ColconError};
 use crate::entries::chunk_entries;
 use crate::extra::add_extra_files;
 use crate::fsutil::write_atomic;
-use crate::keydir::{load_signing_keys, KeysError, SigningKeys};
+use crate::keydir::{load_keys_root, load_role_signers, KeysError, KeysRoot, SigningSpecs};
+use crate::publish::{read_optional, PublishError, Repository, METADATA_DIR};
+use crate::rootchain::{load_root_chain, publish_root, write_legacy_root, RootChain, RootChainError};
+use crate::snapshot::{publish_targets, PublishedVersions, SnapshotSigners};
 use crate::progress::Progress;
 use crate::provenance::clean_commit;
 use crate::recipe::Recipe;
@@ -65,6 +75,15 @@ pub enum ReleaseError {
     #[error(transparent)]
     Bundle(#[from] BundleWriteError),
 
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+
+    #[error(transparent)]
+    RootChain(#[from] RootChainError),
+
+    #[error("{} is root version {version}, but a new repository starts from version 1; release into the repository that holds versions 1 to {version}", keys_root.display())]
+    RootNotFirst { keys_root: PathBuf, version: u64 },
+
     #[error("cannot read the tree {}: {source}; pass the install directory of a finished build to --tree", path.display())]
     Tree { path: PathBuf, source: std::io::Error },
 
@@ -79,9 +98,6 @@ pub enum ReleaseError {
 
     #[error("{} differs from {}; a repository has one trust root, so use the keys that created it or a fresh --out directory", repo_root.display(), keys_root.display())]
     RootMismatch { repo_root: PathBuf, keys_root: PathBuf },
-
-    #[error("{} is {len} bytes, more than the {MAX_TARGETS_BYTES} bytes a robot reads", path.display())]
-    TargetsTooLarge { path: PathBuf, len: u64 },
 
     #[error("recipe {}: `{field}` names {entry:?}, which is not in the release tree; fix the path or add the file to the tree", recipe.display())]
     MissingInTree { recipe: PathBuf, field: String, entry: String },
@@ -114,8 +130,10 @@ pub struct ReleaseRequest {
     pub version: semver::Version,
     /// Output directory; `repo/` and the bundle are written into it.
     pub out: PathBuf,
-    /// Keys directory with `root.json` and `release.key`.
+    /// Keys directory with `root.json` and the default key files.
     pub keys: PathBuf,
+    /// Keys that replace the key files of the keys directory.
+    pub signing: SigningSpecs,
     pub source_date_epoch: u64,
     pub tree: TreeSource,
     pub progress: Progress,
@@ -148,6 +166,11 @@ pub struct ReleaseSummary {
     pub targets_version: u64,
     /// `false` when the repository already listed this exact release.
     pub targets_changed: bool,
+    /// Versions written to `metadata/`; `None` when nothing changed.
+    pub published: Option<PublishedVersions>,
+    /// The manifest under its consistent target name in `repo/targets/`.
+    pub target_path: PathBuf,
+    pub root_version: u64,
     pub architecture: String,
     pub source_commit: Option<String>,
     pub source_date_epoch: u64,
@@ -171,9 +194,11 @@ struct PreparedTree {
 pub fn write_release(request: &ReleaseRequest) -> Result<ReleaseSummary, ReleaseError> {
     let started = Instant::now();
     let recipe = &request.recipe;
-    let keys = load_signing_keys(&request.keys)?;
+    let keys_root = load_keys_root(&request.keys)?;
     let repo = request.out.join("repo");
-    check_repo_root(&repo, &request.keys, &keys)?;
+    let repository = Repository::new(&repo);
+    let (chain, new_repository) = release_root_chain(&repository, &keys_root)?;
+    let signers = load_role_signers(&request.keys, &request.signing, chain.latest())?;
 
     let prepared = prepare_tree(request)?;
     let relocator = Relocator::new(
@@ -220,20 +245,40 @@ pub fn write_release(request: &ReleaseRequest) -> Result<ReleaseSummary, Release
     let target_name = manifest_target_name(&recipe.name, &request.version);
     let manifest_path = repo.join(repo_manifest_path(&target_name));
     write_file(&manifest_path, &manifest_bytes)?;
+    let target_path = repository.write_target(&target_name, &manifest_bytes)?;
 
-    write_file(&repo.join(ROOT_FILE), &keys.root_json)?;
+    if new_repository {
+        let what = keys_root.path.display().to_string();
+        publish_root(&repository, None, &keys_root.bytes, &what)?;
+    }
+    write_legacy_root(&repository, chain.latest_bytes())?;
     let targets_path = repo.join(TARGETS_FILE);
-    let existing = read_existing_targets(&targets_path)?;
+    let tuf_targets_path = repo.join(METADATA_DIR).join(TARGETS_FILE);
+    // A repository written before metadata/ existed has only the top-level file.
+    let existing = match read_optional(&tuf_targets_path)? {
+        Some(bytes) => Some(bytes),
+        None => read_optional(&targets_path)?,
+    };
     let info = manifest.release_info();
     let updated = add_target(
         existing.as_deref(),
-        &targets_path.display().to_string(),
-        &keys.root,
-        &keys.release_key,
+        &tuf_targets_path.display().to_string(),
+        chain.roots(),
+        &signers.targets,
         &NewTarget { name: &target_name, manifest: &manifest_bytes, info: &info },
         request.source_date_epoch,
     )?;
+    let mut published = None;
     if updated.changed {
+        let snapshot_signers = SnapshotSigners { snapshot: &signers.snapshot, timestamp: &signers.timestamp };
+        published = Some(publish_targets(
+            &repository,
+            chain.latest(),
+            &updated.bytes,
+            updated.version,
+            &snapshot_signers,
+            request.source_date_epoch,
+        )?);
         write_file(&targets_path, &updated.bytes)?;
     }
     tracing::info!(target = target_name, version = updated.version, "targets.json written");
@@ -241,7 +286,7 @@ pub fn write_release(request: &ReleaseRequest) -> Result<ReleaseSummary, Release
     let bundle_path = request.out.join(bundle_file_name(&recipe.name, &request.version));
     let bundle_bar = request.progress.items("bundle");
     let contents = BundleContents {
-        root: &keys.root_json,
+        root: chain.latest_bytes(),
         targets: &updated.bytes,
         manifest: &manifest_bytes,
         chunks: store.chunks().map(|digest| (*digest, store.chunk_path(digest))).collect(),
@@ -259,6 +304,9 @@ pub fn write_release(request: &ReleaseRequest) -> Result<ReleaseSummary, Release
         bundle_bytes,
         targets_version: updated.version,
         targets_changed: updated.changed,
+        published,
+        target_path,
+        root_version: chain.latest_version(),
         architecture: manifest.architecture,
         source_commit: prepared.source_commit,
         source_date_epoch: request.source_date_epoch,
@@ -269,18 +317,31 @@ pub fn write_release(request: &ReleaseRequest) -> Result<ReleaseSummary, Release
     })
 }
 
-/// Checks that the repository keeps the root it was created with.
-// TODO: support root rotation (a new root.json signed by the old root keys).
-fn check_repo_root(repo: &Path, keys_dir: &Path, keys: &SigningKeys) -> Result<(), ReleaseError> {
-    let repo_root = repo.join(ROOT_FILE);
-    match std::fs::read(&repo_root) {
-        Ok(existing) if existing != keys.root_json => {
-            Err(ReleaseError::RootMismatch { repo_root, keys_root: keys_dir.join(ROOT_FILE) })
+/// Returns the verified root chain that the release signs under, and
+/// whether the repository is new (its version 1 root still to publish).
+/// The keys directory's root must be a version of the repository's chain.
+fn release_root_chain(repo: &Repository, keys_root: &KeysRoot) -> Result<(RootChain, bool), ReleaseError> {
+    let mismatch = |repo_root: PathBuf| ReleaseError::RootMismatch { repo_root, keys_root: keys_root.path.clone() };
+    if let Some(chain) = load_root_chain(repo)? {
+        let version = keys_root.root.version;
+        if chain.version_bytes(version) != Some(keys_root.bytes.as_slice()) {
+            let file = crate::publish::versioned_file(version.min(chain.latest_version()), ROOT_FILE);
+            return Err(mismatch(repo.metadata_path(&file)));
         }
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(ReleaseError::Read { path: repo_root, source }),
+        return Ok((chain, false));
     }
+    // A repository written before metadata/ existed has only a top-level root.json.
+    let legacy_root = repo.dir().join(ROOT_FILE);
+    match std::fs::read(&legacy_root) {
+        Ok(existing) if existing != keys_root.bytes => return Err(mismatch(legacy_root)),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => return Err(ReleaseError::Read { path: legacy_root, source }),
+    }
+    if keys_root.root.version != 1 {
+        return Err(ReleaseError::RootNotFirst { keys_root: keys_root.path.clone(), version: keys_root.root.version });
+    }
+    Ok((RootChain::first(keys_root.bytes.clone(), keys_root.root.clone()), true))
 }
 
 /// Builds the tree with colcon or checks the prebuilt one, and lists the
@@ -408,18 +469,6 @@ fn count_entries(tree: &ScannedTree) -> EntryCounts {
         }
     }
     counts
-}
-
-fn read_existing_targets(path: &Path) -> Result<Option<Vec<u8>>, ReleaseError> {
-    let len = match std::fs::metadata(path) {
-        Ok(metadata) => metadata.len(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(ReleaseError::Read { path: path.to_owned(), source }),
-    };
-    if len > MAX_TARGETS_BYTES {
-        return Err(ReleaseError::TargetsTooLarge { path: path.to_owned(), len });
-    }
-    std::fs::read(path).map(Some).map_err(|source| ReleaseError::Read { path: path.to_owned(), source })
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), ReleaseError> {

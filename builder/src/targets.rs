@@ -7,8 +7,12 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tender_keys::{verify_targets, PrivateKey, Root, Signed, TargetFile, Targets, Verified};
+use serde::Serialize;
+use tender_keys::{verify_targets, Role, Root, TargetFile, Targets, Verified};
 use tender_updater::format::{ReleaseInfo, Sha256Digest};
+
+use crate::publish::{sign_role, PublishError};
+use crate::signer::Signer;
 
 /// How long a new `targets.json` stays valid, counted from `SOURCE_DATE_EPOCH`.
 // TODO: a release of a commit older than this is expired when it is written.
@@ -18,7 +22,7 @@ pub const TARGETS_VALIDITY: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 /// Failures to update `targets.json`.
 #[derive(Debug, thiserror::Error)]
 pub enum TargetsError {
-    #[error("{what} does not verify against the trusted root: {source}; it belongs to another root or was altered, so use a fresh --out directory")]
+    #[error("{what} does not verify against any root of the repository: {source}; it belongs to another root or was altered, so use a fresh --out directory")]
     Existing { what: String, source: tender_keys::Error },
 
     #[error("{what} already lists {target} with other content (sha256 {existing}); a version is released once, so choose a new --version")]
@@ -28,10 +32,21 @@ pub enum TargetsError {
     VersionOverflow { what: String, version: u64 },
 
     #[error("cannot sign targets.json: {0}")]
-    Sign(#[from] tender_keys::Error),
+    Sign(#[from] PublishError),
 
     #[error("cannot encode the release information of {target}: {source}")]
     Custom { target: String, source: serde_json::Error },
+}
+
+/// The `custom` field of a manifest target: the release information that
+/// robots read before they download the manifest.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetCustom<'a> {
+    #[serde(flatten)]
+    pub info: &'a ReleaseInfo,
+    /// Rollout settings (canary share, waves); absent until Tender has them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<serde_json::Value>,
 }
 
 /// The new `targets.json`.
@@ -52,21 +67,23 @@ pub struct NewTarget<'a> {
     pub info: &'a ReleaseInfo,
 }
 
-/// Returns `targets.json` with `target` added. `existing` is the current
-/// `targets.json` and `what` names it in errors.
+/// Returns `targets.json` with `target` added, signed by `signers` for the
+/// targets role of the last of `roots`. `existing` is the current
+/// `targets.json`, which must verify against one of `roots` (it may have
+/// been signed before the latest root changed the targets keys), and `what`
+/// names it in errors.
 pub fn add_target(
     existing: Option<&[u8]>,
     what: &str,
-    root: &Verified<Root>,
-    release_key: &PrivateKey,
+    roots: &[Verified<Root>],
+    signers: &[Signer],
     target: &NewTarget,
     source_date_epoch: u64,
 ) -> Result<UpdatedTargets, TargetsError> {
     let digest = Sha256Digest::of(target.manifest).to_hex();
     let (mut targets, previous_version) = match existing {
         Some(bytes) => {
-            let verified = verify_targets(root, bytes, what)
-                .map_err(|source| TargetsError::Existing { what: what.to_owned(), source })?;
+            let verified = verify_with_any(roots, bytes, what)?;
             let version = verified.version;
             if let Some(listed) = verified.targets.get(target.name) {
                 let listed_digest = listed.hashes.get("sha256").cloned().unwrap_or_default();
@@ -86,7 +103,7 @@ pub fn add_target(
     let version = previous_version
         .checked_add(1)
         .ok_or_else(|| TargetsError::VersionOverflow { what: what.to_owned(), version: previous_version })?;
-    let custom = serde_json::to_value(target.info)
+    let custom = serde_json::to_value(TargetCustom { info: target.info, rollout: None })
         .map_err(|source| TargetsError::Custom { target: target.name.to_owned(), source })?;
     targets.insert(
         target.name.to_owned(),
@@ -98,8 +115,26 @@ pub fn add_target(
     );
     let mut document = Targets::new(version, expiry(source_date_epoch));
     document.targets = targets;
-    let bytes = Signed::sign(document, &[release_key])?.to_canonical_json()?;
+    let Some(signing_root) = roots.last() else {
+        return Err(TargetsError::Sign(PublishError::Key(tender_keys::Error::MissingRole { role: Role::Root })));
+    };
+    let bytes = sign_role(document, signers, signing_root, Role::Targets, what)?
+        .to_canonical_json()
+        .map_err(|e| TargetsError::Sign(e.into()))?;
     Ok(UpdatedTargets { bytes, version, changed: true })
+}
+
+/// Verifies `bytes` against the newest of `roots` that accepts it.
+fn verify_with_any(roots: &[Verified<Root>], bytes: &[u8], what: &str) -> Result<Verified<Targets>, TargetsError> {
+    let mut last_error = None;
+    for root in roots.iter().rev() {
+        match verify_targets(root, bytes, what) {
+            Ok(verified) => return Ok(verified),
+            Err(error) => last_error = Some(error),
+        }
+    }
+    let source = last_error.unwrap_or(tender_keys::Error::MissingRole { role: Role::Root });
+    Err(TargetsError::Existing { what: what.to_owned(), source })
 }
 
 /// Returns the expiry time written for `source_date_epoch`.
@@ -109,15 +144,20 @@ pub fn expiry(source_date_epoch: u64) -> SystemTime {
 
 #[cfg(test)]
 mod tests {
-    use tender_keys::verify_root;
+    use tender_keys::{verify_root, PrivateKey, Signed};
 
     use super::*;
 
-    fn root(root_key: &PrivateKey, release_key: &PrivateKey) -> Verified<Root> {
+    fn root(root_key: &PrivateKey, release_key: &PrivateKey) -> Vec<Verified<Root>> {
         let expires = UNIX_EPOCH + Duration::from_secs(4_000_000_000);
         let root = Root::new(&root_key.public(), &release_key.public(), expires).expect("root");
         let bytes = Signed::sign(root, &[root_key]).expect("sign").to_canonical_json().expect("json");
-        verify_root(&bytes, "root.json").expect("valid")
+        vec![verify_root(&bytes, "root.json").expect("valid")]
+    }
+
+    fn signer(key: PrivateKey) -> Vec<Signer> {
+        let keyid = key.key_id().expect("id");
+        vec![Signer::Local { key, keyid, path: "release.key".into() }]
     }
 
     fn info(version: &str) -> ReleaseInfo {
@@ -133,6 +173,7 @@ mod tests {
     fn second_release_keeps_first_target() {
         let (root_key, release_key) = (PrivateKey::generate(), PrivateKey::generate());
         let root = root(&root_key, &release_key);
+        let release_key = signer(release_key);
         let first_info = info("1.0.0");
         let first = NewTarget { name: "ecar-1.0.0.manifest.json", manifest: b"one", info: &first_info };
         let v1 = add_target(None, "targets.json", &root, &release_key, &first, 1_700_000_000).expect("v1");
@@ -141,7 +182,7 @@ mod tests {
         let second = NewTarget { name: "ecar-1.1.0.manifest.json", manifest: b"two", info: &second_info };
         let v2 = add_target(Some(&v1.bytes), "targets.json", &root, &release_key, &second, 1_700_000_000).expect("v2");
         assert_eq!(v2.version, 2);
-        let verified = verify_targets(&root, &v2.bytes, "targets.json").expect("verifies");
+        let verified = verify_targets(&root[0], &v2.bytes, "targets.json").expect("verifies");
         assert_eq!(verified.targets.len(), 2);
         // 1_700_000_000 s plus 365 days.
         assert_eq!(verified.expires, "2024-11-13T22:13:20Z");
@@ -151,6 +192,7 @@ mod tests {
     fn same_version_with_other_content_is_rejected() {
         let (root_key, release_key) = (PrivateKey::generate(), PrivateKey::generate());
         let root = root(&root_key, &release_key);
+        let release_key = signer(release_key);
         let release_info = info("1.0.0");
         let first = NewTarget { name: "ecar-1.0.0.manifest.json", manifest: b"one", info: &release_info };
         let v1 = add_target(None, "targets.json", &root, &release_key, &first, 0).expect("v1");

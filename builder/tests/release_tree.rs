@@ -111,6 +111,7 @@ fn release(checkout: &Path, keys: &Path, out: &Path, version: &str) -> Result<Re
         version: version.parse().expect("semver"),
         out: out.to_owned(),
         keys: keys.to_owned(),
+        signing: Default::default(),
         source_date_epoch: EPOCH,
         tree: TreeSource::Prebuilt { tree: checkout.join("install") },
         progress: Progress::new(false),

@@ -9,7 +9,9 @@ use indicatif::HumanBytes;
 use tender_builder::progress::Progress;
 use tender_builder::provenance::{source_date_epoch, EpochSource};
 use tender_builder::recipe::Recipe;
+use tender_builder::keydir::SigningSpecs;
 use tender_builder::release::{write_release, ReleaseRequest, ReleaseSummary, TreeSource};
+use tender_builder::signer::{parse_key_spec, KeySpec};
 use tender_builder::targets::expiry;
 
 /// Build and sign a release: OUT/repo/ (static repository) and OUT/NAME-VERSION.tender (offline bundle).
@@ -27,9 +29,23 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
 
-    /// Keys directory with root.json and release.key (see `tender keys generate`).
+    /// Keys directory with root.json and the key files release.key,
+    /// snapshot.key and timestamp.key (see `tender keys generate`).
     #[arg(long, value_name = "DIR")]
     keys: PathBuf,
+
+    /// Targets (release) key instead of KEYS/release.key: a key file or
+    /// cmd:PROGRAM ARG… (an external signer). Repeat it to meet a threshold above one.
+    #[arg(long = "key", value_name = "KEY", value_parser = parse_key_spec)]
+    targets_keys: Vec<KeySpec>,
+
+    /// Snapshot key instead of KEYS/snapshot.key; a key file or cmd:PROGRAM ARG…. Repeatable.
+    #[arg(long = "snapshot-key", value_name = "KEY", value_parser = parse_key_spec)]
+    snapshot_keys: Vec<KeySpec>,
+
+    /// Timestamp key instead of KEYS/timestamp.key; a key file or cmd:PROGRAM ARG…. Repeatable.
+    #[arg(long = "timestamp-key", value_name = "KEY", value_parser = parse_key_spec)]
+    timestamp_keys: Vec<KeySpec>,
 
     /// Time stamp of every file and of the metadata, in seconds since the Unix
     /// epoch. Default: $SOURCE_DATE_EPOCH, else the commit time of the
@@ -84,6 +100,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         version: args.version,
         out: args.out,
         keys: args.keys,
+        signing: SigningSpecs {
+            targets: args.targets_keys,
+            snapshot: args.snapshot_keys,
+            timestamp: args.timestamp_keys,
+        },
         source_date_epoch: epoch,
         tree,
         progress: Progress::new(true),
@@ -91,6 +112,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let summary = write_release(&request).with_context(|| {
         format!("cannot release {} {}", request.recipe.name, request.version)
     })?;
+    if let Some(published) = &summary.published {
+        let expired = tender_keys::parse_time(&published.timestamp_expires).is_some_and(|t| t <= std::time::SystemTime::now());
+        if expired {
+            tracing::warn!(
+                "timestamp.json expired at {} (SOURCE_DATE_EPOCH plus one day), so TUF clients reject the \
+                 repository until `tender timestamp --repo {}` signs a current one",
+                published.timestamp_expires,
+                summary.repo.display()
+            );
+        }
+    }
     print_summary(&request, &summary)?;
     Ok(())
 }
@@ -122,7 +154,13 @@ fn print_summary(request: &ReleaseRequest, summary: &ReleaseSummary) -> std::io:
     writeln!(out, "  repository    {}", summary.repo.display())?;
     writeln!(out, "  manifest      {} (sha256 {})", summary.manifest_path.display(), summary.manifest_sha256)?;
     let targets_note = if summary.targets_changed { "" } else { ", unchanged: this release was already listed" };
+    writeln!(out, "  target        {}", summary.target_path.display())?;
+    writeln!(out, "  root.json     version {}", summary.root_version)?;
     writeln!(out, "  targets.json  version {}{targets_note}", summary.targets_version)?;
+    if let Some(published) = &summary.published {
+        writeln!(out, "  snapshot.json version {}", published.snapshot)?;
+        writeln!(out, "  timestamp.json version {}, expires {}", published.timestamp, published.timestamp_expires)?;
+    }
     writeln!(out, "  bundle        {} ({})", summary.bundle_path.display(), HumanBytes(summary.bundle_bytes))?;
     writeln!(
         out,
