@@ -9,6 +9,7 @@ pub mod backup;
 pub mod command;
 pub mod config;
 pub mod fsutil;
+pub mod rollout;
 pub mod slot;
 pub mod state;
 pub mod status;
