@@ -13,6 +13,7 @@ pub mod rollout;
 pub mod slot;
 pub mod state;
 pub mod status;
+pub mod tuf;
 pub mod updater;
 
 /// Formats an error and its causes as one line. A cause whose text the

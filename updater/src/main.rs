@@ -1,5 +1,7 @@
 //! `tenderd`: installs verified releases into A/B slots on a robot.
 
+mod tuf_client_command;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -57,6 +59,8 @@ enum Command {
     Commit,
     /// Finish or undo an install that was interrupted, for example at boot.
     Recover,
+    /// Run the TUF client alone: store a trusted root, refresh metadata, download a target.
+    TufClient(tuf_client_command::TufClientArgs),
 }
 
 fn config_path(cli: &Cli) -> PathBuf {
@@ -67,6 +71,11 @@ fn config_path(cli: &Cli) -> PathBuf {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // The TUF client needs no configuration file.
+    if let Command::TufClient(args) = cli.command {
+        tuf_client_command::run(args)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let config = Config::load(&config_path(&cli), &cli.root)?;
     match cli.command {
         Command::Status { json } => {
@@ -125,6 +134,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let state = updater.load_state()?;
             println!("{}", Status::new(&state, updater.slots()).to_text());
         }
+        Command::TufClient(_) => unreachable!("handled before the configuration is loaded"),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,120 @@
+//! Downloading a target file (TUF 5.7): the consistent name
+//! `DIR/HASH.BASENAME` when the root enables consistent snapshots, a cap of
+//! the listed length, and length and hashes checked before the file takes
+//! its final name.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::Path;
+
+use super::checks::{check_hashes, check_length, Hasher};
+use super::delegation::FoundTarget;
+use super::error::TufError;
+use super::fetch::Fetcher;
+use super::names::{remote_target_name, snapshot_meta_key};
+use crate::fsutil::sync_dir;
+
+/// The outcome of [`download_target`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetStatus {
+    /// The file was downloaded, verified and stored.
+    Downloaded,
+    /// The stored copy already had the listed length and hashes.
+    AlreadyPresent,
+}
+
+/// Passes written bytes to a file and a hasher.
+struct HashingWriter<'a> {
+    file: &'a mut File,
+    hasher: Hasher,
+}
+
+impl Write for HashingWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let count = self.file.write(bytes)?;
+        self.hasher.update(&bytes[..count]);
+        Ok(count)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// Returns true when `path` has the length and hashes listed for `target`.
+/// A missing or unreadable file does not match.
+pub fn stored_copy_matches(path: &Path, target: &FoundTarget) -> bool {
+    let Ok(file) = File::open(path) else { return false };
+    if file.metadata().map(|m| m.len()).ok() != Some(target.file.length) {
+        return false;
+    }
+    let mut hasher = Hasher::default();
+    let mut reader = file.take(target.file.length);
+    let mut buffer = [0u8; 64 * 1024];
+    loop {
+        match reader.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(count) => hasher.update(&buffer[..count]),
+            Err(_) => return false,
+        }
+    }
+    let listed_in = snapshot_meta_key(&target.role);
+    check_hashes(&target.file.hashes, &hasher.finish(), &target.path, &listed_in).is_ok()
+}
+
+/// Downloads `target` into the file `dest`, unless `dest` already matches.
+/// The data goes to a temporary file beside `dest`, and only a file with the
+/// listed length and hashes is synced and renamed to `dest`.
+pub fn download_target(
+    fetcher: &dyn Fetcher,
+    target: &FoundTarget,
+    consistent_snapshot: bool,
+    dest: &Path,
+) -> Result<TargetStatus, TufError> {
+    if stored_copy_matches(dest, target) {
+        tracing::debug!(target = %target.path, path = %dest.display(), "stored copy already matches");
+        return Ok(TargetStatus::AlreadyPresent);
+    }
+    let listed_in = snapshot_meta_key(&target.role);
+    // A listed hash is required before any byte is fetched.
+    let hash_prefix = consistent_snapshot.then(|| consistent_hash(target)).transpose()?;
+    let name = remote_target_name(&target.path, hash_prefix.as_deref());
+
+    let write_error = |path: &Path, source: std::io::Error| TufError::WriteTarget {
+        target: target.path.clone(),
+        path: path.to_owned(),
+        source,
+    };
+    let dir = match dest.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir).map_err(|e| write_error(dir, e))?;
+    let mut temp = tempfile::Builder::new()
+        .prefix(".tender-target-")
+        .tempfile_in(dir)
+        .map_err(|e| write_error(dir, e))?;
+    let mut writer = HashingWriter { file: temp.as_file_mut(), hasher: Hasher::default() };
+    fetcher
+        .fetch_to(&name, target.file.length, &mut writer)
+        .map_err(|source| TufError::FetchTarget { target: target.path.clone(), source })?;
+    let digests = writer.hasher.finish();
+    check_length(target.file.length, digests.length, &target.path, &listed_in)?;
+    check_hashes(&target.file.hashes, &digests, &target.path, &listed_in)?;
+
+    temp.as_file().sync_all().map_err(|e| write_error(temp.path(), e))?;
+    temp.persist(dest).map_err(|e| write_error(dest, e.error))?;
+    sync_dir(dir)?;
+    Ok(TargetStatus::Downloaded)
+}
+
+/// The hash in a consistent target name: sha256 when listed, else the
+/// first listed hash.
+fn consistent_hash(target: &FoundTarget) -> Result<String, TufError> {
+    let hashes = &target.file.hashes;
+    hashes
+        .get("sha256")
+        .or_else(|| hashes.values().next())
+        .cloned()
+        .ok_or_else(|| TufError::NoSupportedHash { file: target.path.clone(), listed_in: snapshot_meta_key(&target.role) })
+}
