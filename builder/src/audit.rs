@@ -9,7 +9,7 @@ use serde::Serialize;
 use tender_keys::{verify_root, SignatureReport};
 use tender_updater::format::chunk::decode_chunk;
 use tender_updater::format::limits::{MAX_ROOT_BYTES, MAX_STORED_CHUNK_BYTES};
-use tender_updater::format::{ChunkRef, EntryKind};
+use tender_updater::format::{ChunkRef, EntryKind, Manifest};
 use tender_updater::source::{open_source, read_bounded};
 use tender_updater::verify::fetch_all_releases;
 
@@ -34,6 +34,26 @@ pub struct ReleaseAudit {
     pub signatures: SignatureReport,
     pub chunks_checked: usize,
     pub chunk_errors: Vec<String>,
+}
+
+impl ReleaseAudit {
+    /// Renders the release and its bad chunks, one line each.
+    pub fn to_lines(&self) -> Vec<String> {
+        let mut lines = vec![format!(
+            "{} {} ({}, {}): targets signed by {} of threshold {}; manifest sha256 {}; {} chunks checked, {} bad",
+            self.name,
+            self.version,
+            self.compatible,
+            self.architecture,
+            key_list(&self.signatures.valid),
+            self.signatures.threshold,
+            self.manifest_sha256,
+            self.chunks_checked,
+            self.chunk_errors.len(),
+        )];
+        lines.extend(self.chunk_errors.iter().map(|error| format!("  bad chunk: {error}")));
+        lines
+    }
 }
 
 /// The whole audit, as `tender verify --json` prints it.
@@ -72,13 +92,7 @@ pub fn audit(source_text: &str, root_path: &Path) -> Result<AuditReport, AuditEr
     };
     for release in releases {
         let manifest = release.manifest();
-        let mut seen = BTreeSet::new();
-        let mut chunks: Vec<ChunkRef> = Vec::new();
-        for entry in &manifest.entries {
-            if let EntryKind::File { chunks: refs, .. } = &entry.kind {
-                chunks.extend(refs.iter().filter(|c| seen.insert(c.digest)).copied());
-            }
-        }
+        let chunks = distinct_chunks(manifest);
         let mut chunk_errors = Vec::new();
         for chunk in &chunks {
             let checked = source
@@ -105,7 +119,20 @@ pub fn audit(source_text: &str, root_path: &Path) -> Result<AuditReport, AuditEr
     Ok(report)
 }
 
-fn key_list(keys: &[tender_keys::KeyId]) -> String {
+/// Returns every chunk a manifest references, each once, in entry order.
+pub fn distinct_chunks(manifest: &Manifest) -> Vec<ChunkRef> {
+    let mut seen = BTreeSet::new();
+    let mut chunks = Vec::new();
+    for entry in &manifest.entries {
+        if let EntryKind::File { chunks: refs, .. } = &entry.kind {
+            chunks.extend(refs.iter().filter(|c| seen.insert(c.digest)).copied());
+        }
+    }
+    chunks
+}
+
+/// Lists key ids by their short form, or `none`.
+pub fn key_list(keys: &[tender_keys::KeyId]) -> String {
     if keys.is_empty() {
         return "none".to_owned();
     }
@@ -124,21 +151,7 @@ impl AuditReport {
             ),
         ];
         for release in &self.releases {
-            lines.push(format!(
-                "{} {} ({}, {}): targets signed by {} of threshold {}; manifest sha256 {}; {} chunks checked, {} bad",
-                release.name,
-                release.version,
-                release.compatible,
-                release.architecture,
-                key_list(&release.signatures.valid),
-                release.signatures.threshold,
-                release.manifest_sha256,
-                release.chunks_checked,
-                release.chunk_errors.len(),
-            ));
-            for error in &release.chunk_errors {
-                lines.push(format!("  bad chunk: {error}"));
-            }
+            lines.extend(release.to_lines());
         }
         for error in &self.errors {
             lines.push(format!("error: {error}"));

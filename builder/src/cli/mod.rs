@@ -1,8 +1,11 @@
 //! Command-line interface of `tender`: one module per subcommand, each with
 //! its clap arguments and a `run` function.
 
+mod audit;
 mod keys;
 mod release;
+mod repo;
+mod timestamp;
 mod verify;
 
 use std::io::IsTerminal;
@@ -21,6 +24,9 @@ struct Cli {
 enum Command {
     Keys(keys::Args),
     Release(release::Args),
+    Repo(repo::Args),
+    Timestamp(timestamp::Args),
+    Audit(audit::Args),
     Verify(verify::Args),
 }
 
@@ -29,6 +35,9 @@ pub fn run() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Keys(args) => keys::run(args),
         Command::Release(args) => release::run(args),
+        Command::Repo(args) => repo::run(args),
+        Command::Timestamp(args) => timestamp::run(args),
+        Command::Audit(args) => audit::run(args),
         Command::Verify(args) => verify::run(args),
     }
 }

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use tender_builder::audit::audit;
+use tender_builder::audit::{audit, AuditReport};
 
 /// Check a bundle or repository against a trusted root.json and print who signed what.
 #[derive(Debug, clap::Args)]
@@ -25,9 +25,14 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let report = audit(&args.source, &args.root).with_context(|| format!("cannot verify {}", args.source))?;
+    print_and_check(&report, &args.source, args.json, "verification")
+}
+
+/// Prints a bundle or legacy repository audit and fails when a check failed.
+pub fn print_and_check(report: &AuditReport, source: &str, json: bool, what: &str) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
-    if args.json {
-        writeln!(stdout, "{}", serde_json::to_string_pretty(&report)?)?;
+    if json {
+        writeln!(stdout, "{}", serde_json::to_string_pretty(report)?)?;
     } else {
         writeln!(stdout, "{}", report.to_text())?;
     }
@@ -38,7 +43,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .cloned()
             .or_else(|| report.releases.iter().flat_map(|r| r.chunk_errors.first()).next().cloned())
             .unwrap_or_default();
-        anyhow::bail!("verification of {} failed: {first}", args.source);
+        anyhow::bail!("{what} of {source} failed: {first}");
     }
     Ok(())
 }
