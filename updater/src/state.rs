@@ -74,6 +74,9 @@ pub enum Phase {
     Idle,
     /// Writing a release into the inactive slot; that slot is incomplete.
     Staging,
+    /// The inactive slot contains a verified release that passed its
+    /// pre-switch checks and waits for the switch.
+    Staged,
     /// About to move the `current` link to the staged slot.
     Switching,
     /// The new slot is active and its health check has not passed yet.

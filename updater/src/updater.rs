@@ -26,7 +26,7 @@ use crate::format::limits::{MAX_MANIFEST_BYTES, MAX_ROOT_BYTES};
 use crate::format::{HealthCheck, Manifest};
 use crate::fsutil::{write_atomic, FsError};
 use crate::slot::{check_slot, prepare, DirectorySlots, StageStats};
-use crate::source::{open_source_with_cache, read_bounded};
+use crate::source::{open_source_with_cache, read_bounded, ReleaseSource};
 use crate::state::{now_text, Phase, RejectedRelease, Slot, SlotRelease, State, StateError};
 use crate::verify::{fetch_verified_release, VerifiedRelease};
 
@@ -62,6 +62,8 @@ pub enum UpdateError {
     TrialUnderWay { release: String },
     #[error("pre-switch check of {release} failed: {detail}; the active slot is unchanged")]
     PreSwitch { release: String, detail: String },
+    #[error("nothing is staged: the state is {phase}; stage a release first")]
+    NothingStaged { phase: Phase },
     #[error("nothing to commit: the state is {phase}, not trial")]
     NothingToCommit { phase: Phase },
     #[error("cannot roll back: {reason}")]
@@ -78,6 +80,14 @@ pub enum UpdateError {
 pub struct InstallOptions {
     /// Install a release even though it was reverted before.
     pub allow_reverted: bool,
+}
+
+/// Result of staging a release.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StageReport {
+    pub release: SlotRelease,
+    pub slot: Slot,
+    pub stats: StageStats,
 }
 
 /// Result of an install.
@@ -222,18 +232,44 @@ impl Updater {
         Ok(())
     }
 
+    /// Opens a source and verifies the release it offers against the
+    /// trusted root, without writing anything.
+    pub fn verified_release(&self, source_text: &str) -> Result<(Box<dyn ReleaseSource>, VerifiedRelease), UpdateError> {
+        let root = self.trusted_root()?;
+        let mut source = open_source_with_cache(source_text, Some(&self.cache_dir()), self.config.download.clone())?;
+        let release = fetch_verified_release(&root, source.as_mut(), &self.config.compatible)?;
+        Ok((source, release))
+    }
+
+    fn cache_dir(&self) -> PathBuf {
+        self.config.state_dir.join("cache")
+    }
+
     /// Installs a release from `source_text` (a bundle, a repository
     /// directory or an HTTP URL) and runs its trial to the end.
     pub fn install(&self, source_text: &str, options: &InstallOptions) -> Result<InstallReport, UpdateError> {
         self.recover()?;
+        let (mut source, release) = self.verified_release(source_text)?;
+        let staged = self.stage(source.as_mut(), &release, options)?;
+        let mut report = self.apply()?;
+        report.stats = staged.stats;
+        Ok(report)
+    }
+
+    /// Stages a verified release into the inactive slot and runs its
+    /// pre-switch checks, leaving the robot in `staged`; the active slot is
+    /// not touched. [`Updater::apply`] switches to it.
+    pub fn stage(
+        &self,
+        source: &mut dyn ReleaseSource,
+        release: &VerifiedRelease,
+        options: &InstallOptions,
+    ) -> Result<StageReport, UpdateError> {
+        self.recover()?;
         let mut state = self.load_state()?;
-        let root = self.trusted_root()?;
-        let cache_dir = self.config.state_dir.join("cache");
-        let mut source = open_source_with_cache(source_text, Some(&cache_dir), self.config.download.clone())?;
-        let release = fetch_verified_release(&root, source.as_mut(), &self.config.compatible)?;
-        self.check_eligible(&state, &release, options)?;
+        self.check_eligible(&state, release, options)?;
         let manifest = release.manifest();
-        let record = slot_release(&release);
+        let record = slot_release(release);
         tracing::info!(release = %record, digest = %release.digest(), source = %source.describe(), "release verified");
 
         let active = state.active;
@@ -243,14 +279,8 @@ impl Updater {
             return Err(UpdateError::LinkMismatch { slot: target, state_active: active });
         }
         let active_manifest = active.and_then(|slot| self.slot_manifest(slot));
-        let prepared = prepare(
-            manifest,
-            &self.slots,
-            target,
-            active.zip(active_manifest.as_ref()),
-            source.as_mut(),
-            &cache_dir,
-        )?;
+        let cache_dir = self.cache_dir();
+        let prepared = prepare(manifest, &self.slots, target, active.zip(active_manifest.as_ref()), source, &cache_dir)?;
 
         // From here on the inactive slot changes, so the state records it first.
         state.phase = Phase::Staging;
@@ -261,7 +291,7 @@ impl Updater {
         self.save(&state)?;
 
         let staged = prepared
-            .write(source.as_mut())
+            .write(source)
             .map_err(UpdateError::from)
             .and_then(|stats| check_slot(&self.slots.slot_dir(target), manifest).map(|()| stats).map_err(UpdateError::from));
         let stats = match staged {
@@ -293,6 +323,21 @@ impl Updater {
             self.save(&state)?;
             return Err(error);
         }
+        state.phase = Phase::Staged;
+        self.save(&state)?;
+        Ok(StageReport { release: record, slot: target, stats })
+    }
+
+    /// Switches to the staged release and runs its trial: the configuration
+    /// backup, the switch, the service restarts and the health check.
+    pub fn apply(&self) -> Result<InstallReport, UpdateError> {
+        let mut state = self.load_state()?;
+        let staged = (state.phase == Phase::Staged).then_some(state.target).flatten();
+        let Some(target) = staged else {
+            return Err(UpdateError::NothingStaged { phase: state.phase });
+        };
+        let record = state.slot_release(target).cloned().ok_or(UpdateError::NothingStaged { phase: state.phase })?;
+        let manifest = self.slot_manifest(target).ok_or(UpdateError::NothingStaged { phase: state.phase })?;
 
         self.backup_config(&record)?;
 
@@ -306,7 +351,7 @@ impl Updater {
             TrialResult::Reverted(reason) => (Phase::Reverted, reason),
             TrialResult::FailedWithoutFallback(reason) => (Phase::Failed, reason),
         };
-        Ok(InstallReport { release: record.to_string(), slot: target, phase, stats, detail })
+        Ok(InstallReport { release: record.to_string(), slot: target, phase, stats: StageStats::default(), detail })
     }
 
     /// Records a failed staging. The target slot contains nothing usable and
@@ -493,7 +538,7 @@ impl Updater {
     pub fn recover(&self) -> Result<(), UpdateError> {
         let mut state = self.load_state()?;
         match state.phase {
-            Phase::Idle | Phase::Committed | Phase::Reverted | Phase::Failed => Ok(()),
+            Phase::Idle | Phase::Staged | Phase::Committed | Phase::Reverted | Phase::Failed => Ok(()),
             Phase::Staging => {
                 let target = state.target;
                 tracing::warn!(slot = ?target, "install was interrupted while staging; the active slot is unchanged");
