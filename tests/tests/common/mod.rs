@@ -6,6 +6,7 @@
 
 pub mod forge;
 pub mod robot;
+pub mod tuf_repo;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
