@@ -77,11 +77,7 @@ impl TufClient {
     /// Finds the metadata of `target_path` through the delegation search
     /// (5.6.7). Delegated metadata it loads is verified and persisted too.
     pub fn find_target(&self, trusted: &TrustedMetadata, target_path: &str) -> Result<FoundTarget, TufError> {
-        let session = self.session(trusted.update_time);
-        match find_target(&session, trusted, target_path)? {
-            Some(found) => Ok(found),
-            None => Err(TufError::TargetNotFound { target: target_path.to_owned(), visited: self.limits.max_delegations }),
-        }
+        find_target(&self.session(trusted.update_time), trusted, target_path)
     }
 
     /// Downloads `target` from `targets` (the target base URL or directory)

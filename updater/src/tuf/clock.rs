@@ -8,7 +8,8 @@
 //!   or a clock set back) is untrusted, and the floor is used instead. So an
 //!   attacker who sets the clock back cannot make expired metadata valid again.
 //! - A missing or corrupt floor file falls back to a time the caller supplies,
-//!   such as the build time of the running release. It never blocks an update.
+//!   such as the build time of the running release. Reading the floor never
+//!   fails a refresh.
 //!
 //! After a refresh that succeeded with a trusted clock the floor advances to
 //! that clock. The floor therefore never passes the expiry of a timestamp that
@@ -28,7 +29,7 @@ use crate::fsutil::{write_atomic, FsError};
 /// Name of the time floor file in the trusted metadata directory.
 pub const TIME_FLOOR_FILE: &str = "time-floor";
 
-/// Where the update start time came from.
+/// Source of the update start time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimeSource {
     /// The system clock, at or after the time floor.

@@ -2,7 +2,7 @@
 //!
 //! Role names and target paths come from signed metadata, but they still
 //! become URL paths and file names, so they are percent-encoded here before
-//! any fetcher or the store sees them.
+//! a fetcher or the store gets them.
 
 /// Characters that stay as they are in an encoded name: the URL unreserved set.
 fn is_unreserved(byte: u8) -> bool {
@@ -42,9 +42,8 @@ pub fn percent_decode(text: &str) -> Option<Vec<u8>> {
     Some(decoded)
 }
 
-/// File name of a role's metadata in the trusted directory and the key of
-/// delegated roles in `snapshot.json`'s meta is `ROLE.json`; the stored file
-/// uses the encoded role name so that a role name cannot leave the directory.
+/// Returns the file name of a role's metadata in the trusted directory: the
+/// encoded role name plus `.json`, so that a role name cannot leave the directory.
 pub fn stored_metadata_name(role: &str) -> String {
     format!("{}.json", percent_encode(role))
 }

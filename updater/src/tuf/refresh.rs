@@ -24,8 +24,8 @@ use super::limits::Limits;
 use super::names::{remote_metadata_name, snapshot_meta_key};
 use super::store::TrustedStore;
 
-/// What one refresh works with: where files come from, where trusted files
-/// live, the caps, and the fixed update start time (5.1).
+/// Inputs of one refresh: the fetcher, the trusted store, the limits and the
+/// fixed update start time (5.1).
 pub(crate) struct Session<'a> {
     pub fetcher: &'a dyn Fetcher,
     pub store: &'a TrustedStore,
@@ -73,11 +73,12 @@ pub(crate) fn refresh(session: &Session<'_>, trusted_root: Verified<Root>) -> Re
     Ok(TrustedMetadata { root, timestamp, snapshot, targets, update_time: session.time })
 }
 
-/// The root update loop (5.3).
+/// Runs the root update loop (5.3).
 fn update_root(session: &Session<'_>, mut trusted: Verified<Root>) -> Result<Verified<Root>, TufError> {
     let role = Role::Root.as_str();
     let start_keys = (role_keys(&trusted, Role::Timestamp), role_keys(&trusted, Role::Snapshot));
-    // 5.3.3: at most Y new versions per refresh; then go on to 5.3.10.
+
+    // 5.3.3: at most Y new versions per refresh, then on to 5.3.10.
     for _ in 0..session.limits.max_root_rotations {
         let Some(next) = trusted.version.checked_add(1) else { break };
         let file = remote_metadata_name(role, Some(next));
@@ -86,21 +87,26 @@ fn update_root(session: &Session<'_>, mut trusted: Verified<Root>) -> Result<Ver
             Err(e) if e.is_not_found() => break,
             Err(source) => return Err(TufError::Fetch { role: role.to_owned(), file, source }),
         };
+
         // 5.3.4: signed by a threshold of the trusted root and of itself.
         let new = verify_root_update(&trusted, &bytes, &file)
             .map_err(|source| TufError::Verify { role: role.to_owned(), file: file.clone(), source })?;
+
         // 5.3.5: the version must be exactly N+1.
         if new.version != next {
             return Err(TufError::RootVersion { file, trusted: trusted.version, expected: next, found: new.version });
         }
+
         // 5.3.6: the expiry of an intermediate root does not matter.
         // 5.3.7 and 5.3.8: trust it and persist it.
         session.store.save(role, &bytes)?;
         tracing::info!(version = new.version, "trusted a new root version");
         trusted = new;
     }
+
     // 5.3.10: the final root must not be expired.
     check_expiry(role, "root.json", &trusted.expires, &session.time)?;
+
     // 5.3.11: new timestamp or snapshot keys delete the trusted timestamp and
     // snapshot, so a repository can recover from a fast-forward attack.
     let end_keys = (role_keys(&trusted, Role::Timestamp), role_keys(&trusted, Role::Snapshot));
@@ -109,12 +115,13 @@ fn update_root(session: &Session<'_>, mut trusted: Verified<Root>) -> Result<Ver
         session.store.remove(Role::Timestamp.as_str())?;
         session.store.remove(Role::Snapshot.as_str())?;
     }
+
     // 5.3.12: consistent snapshots follow `trusted.consistent_snapshot`, which
     // the later steps read from the root they are given.
     Ok(trusted)
 }
 
-/// The key ids and threshold of a role, in an order-independent form.
+/// Returns the key ids and threshold of a role, in an order-independent form.
 fn role_keys(root: &Root, role: Role) -> Option<(BTreeSet<String>, u32)> {
     root.roles.get(&role).map(|RoleKeys { keyids, threshold }| {
         (keyids.iter().map(|id| id.as_str().to_owned()).collect(), *threshold)
@@ -146,6 +153,7 @@ fn update_timestamp(session: &Session<'_>, root: &Verified<Root>) -> Result<Veri
     let file = remote_metadata_name(role, None);
     let max_len = session.limits.max_timestamp_bytes;
     let trusted = load_trusted(session, role, max_len, |bytes| verify_timestamp(root, bytes, "trusted timestamp.json"))?;
+
     // 5.4.1 and 5.4.2: download with a cap, then check the signatures.
     let bytes = session
         .fetcher
@@ -156,6 +164,7 @@ fn update_timestamp(session: &Session<'_>, root: &Verified<Root>) -> Result<Veri
     if !new.meta.contains_key(SNAPSHOT_META_KEY) {
         return Err(TufError::NotListed { listed_in: file, missing: SNAPSHOT_META_KEY.to_owned() });
     }
+
     // 5.4.3: versions must not go down; an equal version keeps the trusted file.
     let (timestamp, is_new) = match trusted {
         Some((_, trusted)) => match check_timestamp_rollback(&trusted, &new, &file)? {
@@ -164,8 +173,10 @@ fn update_timestamp(session: &Session<'_>, root: &Verified<Root>) -> Result<Veri
         },
         None => (new, true),
     };
+
     // 5.4.4: the timestamp in use must not be expired.
     check_expiry(role, &file, &timestamp.expires, &session.time)?;
+
     // 5.4.5: persist a new timestamp.
     if is_new {
         session.store.save(role, &bytes)?;
@@ -194,23 +205,29 @@ fn update_snapshot(
             return Ok(trusted.clone());
         }
     }
+
     // 5.5.1: download with the listed length, or the cap, as the limit.
     let file = remote_metadata_name(role, root.consistent_snapshot.then_some(meta.version));
     let bytes = session
         .fetcher
         .fetch(&file, max_len)
         .map_err(|source| TufError::Fetch { role: role.to_owned(), file: file.clone(), source })?;
+
     // 5.5.2: length and hashes listed in the timestamp.
     check_meta_file(meta, &bytes, &file, listed_in)?;
+
     // 5.5.3: signatures.
     let new = verify_snapshot(root, &bytes, &file)
         .map_err(|source| TufError::Verify { role: role.to_owned(), file: file.clone(), source })?;
+
     // 5.5.4: the version the timestamp lists.
     check_listed_version(role, &file, listed_in, meta.version, new.version)?;
+
     // 5.5.5: no targets role may disappear or go down.
     if let Some((_, trusted)) = &trusted {
         check_snapshot_rollback(trusted, &new, &file)?;
     }
+
     // 5.5.6 and 5.5.7: expiry, then persist.
     check_expiry(role, &file, &new.expires, &session.time)?;
     session.store.save(role, &bytes)?;
@@ -242,18 +259,23 @@ pub(crate) fn update_targets_role(
             return Ok(trusted);
         }
     }
+
     // 5.6.1: download with the listed length, or the cap, as the limit.
     let file = remote_metadata_name(role, consistent_snapshot.then_some(meta.version));
     let bytes = session
         .fetcher
         .fetch(&file, max_len)
         .map_err(|source| TufError::Fetch { role: role.to_owned(), file: file.clone(), source })?;
+
     // 5.6.2: length and hashes listed in the snapshot.
     check_meta_file(meta, &bytes, &file, listed_in)?;
+
     // 5.6.3: signatures, by the root (top-level) or the delegating role.
     let new = verify(&bytes, &file).map_err(|source| TufError::Verify { role: role.to_owned(), file: file.clone(), source })?;
+
     // 5.6.4: the version the snapshot lists.
     check_listed_version(role, &file, listed_in, meta.version, new.version)?;
+
     // 5.6.5 and 5.6.6: expiry, then persist.
     check_expiry(role, &file, &new.expires, &session.time)?;
     session.store.save(role, &bytes)?;

@@ -108,8 +108,8 @@ pub fn download_target(
     Ok(TargetStatus::Downloaded)
 }
 
-/// The hash in a consistent target name: sha256 when listed, else the
-/// first listed hash.
+/// Returns the hash for a consistent target name: sha256 when listed, else
+/// the first listed hash.
 fn consistent_hash(target: &FoundTarget) -> Result<String, TufError> {
     let hashes = &target.file.hashes;
     hashes
