@@ -166,6 +166,7 @@ mod tests {
             version: version.parse().expect("semver"),
             compatible: "ecar".to_owned(),
             architecture: "x86_64".to_owned(),
+            rollout: None,
         }
     }
 

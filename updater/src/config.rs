@@ -38,10 +38,90 @@ struct ConfigFile {
     backup: BackupFile,
     #[serde(default)]
     download: DownloadFile,
+    #[serde(default)]
+    daemon: DaemonFile,
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
+struct DaemonFile {
+    source: Option<String>,
+    #[serde(with = "humantime_serde_compat")]
+    poll_interval: Duration,
+    #[serde(with = "humantime_serde_compat")]
+    poll_jitter: Duration,
+    switch: SwitchPolicy,
+    maintenance_window: Option<String>,
+    metered_command: Vec<String>,
+    download_on_metered: bool,
+    robot_id: Option<String>,
+    robot_id_file: PathBuf,
+    channel: String,
+    boot_id_file: PathBuf,
+}
+
+impl Default for DaemonFile {
+    fn default() -> Self {
+        Self {
+            source: None,
+            poll_interval: Duration::from_secs(3600),
+            poll_jitter: Duration::from_secs(600),
+            switch: SwitchPolicy::Immediately,
+            maintenance_window: None,
+            metered_command: Vec::new(),
+            download_on_metered: false,
+            robot_id: None,
+            robot_id_file: PathBuf::from("/etc/machine-id"),
+            channel: "stable".to_owned(),
+            boot_id_file: PathBuf::from("/proc/sys/kernel/random/boot_id"),
+        }
+    }
+}
+
+/// When `tenderd run` switches to a staged release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SwitchPolicy {
+    /// As soon as it is staged, inside the maintenance window if one is set.
+    Immediately,
+    /// At the first cycle after the robot rebooted.
+    NextBoot,
+    /// Only on `tenderd apply`.
+    Manual,
+}
+
+/// Settings of `tenderd run`.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// Repository URL or directory to poll.
+    pub source: Option<String>,
+    pub poll_interval: Duration,
+    /// Largest random delay added to each poll interval.
+    pub poll_jitter: Duration,
+    pub switch: SwitchPolicy,
+    /// UTC window as seconds after midnight, `[start, end)`.
+    pub maintenance_window: Option<(u32, u32)>,
+    /// Command that exits 0 when the link is metered; empty for never.
+    pub metered_command: Vec<String>,
+    pub download_on_metered: bool,
+    pub robot_id: Option<String>,
+    pub robot_id_file: PathBuf,
+    pub channel: String,
+}
+
+/// Parses `HH:MM-HH:MM` into seconds after midnight.
+fn parse_window(text: &str) -> Option<(u32, u32)> {
+    let (start, end) = text.split_once('-')?;
+    let clock = |t: &str| -> Option<u32> {
+        let (h, m) = t.trim().split_once(':')?;
+        let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+        (h < 24 && m < 60).then_some(h * 3600 + m * 60)
+    };
+    Some((clock(start)?, clock(end)?))
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 struct DownloadFile {
     #[serde(with = "humantime_serde_compat")]
     connect_timeout: Duration,
@@ -99,7 +179,7 @@ impl Default for StateFile {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 struct ServicesFile {
     restart: Vec<String>,
     is_active: Vec<String>,
@@ -118,7 +198,7 @@ impl Default for ServicesFile {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 struct BackupFile {
     source: PathBuf,
     dir: Option<PathBuf>,
@@ -165,6 +245,9 @@ pub struct Config {
     pub backup_keep: usize,
     pub backup_max_age: Duration,
     pub download: crate::source::DownloadPolicy,
+    pub daemon: DaemonConfig,
+    /// File with the id of the current boot, below the root prefix.
+    pub boot_id_file: PathBuf,
 }
 
 /// Joins an absolute path below `root`; `/opt/ecar` under `/tmp/r` is
@@ -203,6 +286,12 @@ impl Config {
         if file.services.restart.is_empty() || file.services.is_active.is_empty() {
             return Err(invalid("services.restart and services.is_active must name a command".to_owned()));
         }
+        let maintenance_window = match &file.daemon.maintenance_window {
+            Some(text) => Some(parse_window(text).ok_or_else(|| {
+                invalid(format!("daemon.maintenance_window {text:?} is invalid; write it as \"02:00-05:00\" (UTC)"))
+            })?),
+            None => None,
+        };
         let state_dir = under_root(root, &file.state.dir);
         let backup_dir = match &file.backup.dir {
             Some(dir) => under_root(root, dir),
@@ -229,6 +318,19 @@ impl Config {
                 bandwidth_limit: (file.download.bandwidth_limit > 0).then_some(file.download.bandwidth_limit),
                 ..crate::source::DownloadPolicy::default()
             },
+            daemon: DaemonConfig {
+                source: file.daemon.source,
+                poll_interval: file.daemon.poll_interval,
+                poll_jitter: file.daemon.poll_jitter,
+                switch: file.daemon.switch,
+                maintenance_window,
+                metered_command: file.daemon.metered_command,
+                download_on_metered: file.daemon.download_on_metered,
+                robot_id: file.daemon.robot_id,
+                robot_id_file: under_root(root, &file.daemon.robot_id_file),
+                channel: file.daemon.channel,
+            },
+            boot_id_file: under_root(root, &file.daemon.boot_id_file),
         })
     }
 }

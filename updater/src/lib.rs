@@ -8,6 +8,7 @@ pub mod verify;
 pub mod backup;
 pub mod command;
 pub mod config;
+pub mod daemon;
 pub mod fsutil;
 pub mod rollout;
 pub mod slot;

@@ -59,6 +59,18 @@ enum Command {
     Commit,
     /// Finish or undo an install that was interrupted, for example at boot.
     Recover,
+    /// Poll the configured repository, stage new releases and switch by policy (the daemon).
+    Run {
+        /// Run one update cycle and exit.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Switch to the staged release now and run its health check.
+    Apply,
+    /// Stop the daemon from staging or switching new releases.
+    Hold,
+    /// Let the daemon stage and switch new releases again.
+    Resume,
     /// Run the TUF client alone: store a trusted root, refresh metadata, download a target.
     TufClient(tuf_client_command::TufClientArgs),
 }
@@ -133,6 +145,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             updater.recover()?;
             let state = updater.load_state()?;
             println!("{}", Status::new(&state, updater.slots()).to_text());
+        }
+        Command::Run { once } => {
+            tender_updater::daemon::run(&config, once.then_some(1));
+        }
+        Command::Apply => {
+            let report = Updater::open(config)?.apply()?;
+            println!("{} in slot {}: {} ({})", report.release, report.slot, report.phase, report.detail);
+            if report.phase != Phase::Committed {
+                return Ok(ExitCode::from(EXIT_REVERTED));
+            }
+        }
+        Command::Hold => {
+            Updater::open(config)?.set_hold(true)?;
+            println!("held: the daemon stages and switches nothing new until `tenderd resume`");
+        }
+        Command::Resume => {
+            Updater::open(config)?.set_hold(false)?;
+            println!("resumed");
         }
         Command::TufClient(_) => unreachable!("handled before the configuration is loaded"),
     }

@@ -138,6 +138,13 @@ pub struct State {
     pub last_error: Option<String>,
     #[serde(default)]
     pub rejected: Vec<RejectedRelease>,
+    /// Set by `tenderd hold`: the daemon stages and switches nothing new.
+    #[serde(default)]
+    pub held: bool,
+    /// Boot during which the staged release was staged, for the
+    /// `next-boot` switch policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub staged_boot_id: Option<String>,
     #[serde(default)]
     pub history: VecDeque<Event>,
 }
@@ -154,6 +161,8 @@ impl Default for State {
             health_failures: 0,
             last_error: None,
             rejected: Vec::new(),
+            held: false,
+            staged_boot_id: None,
             history: VecDeque::new(),
         }
     }

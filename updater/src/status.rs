@@ -18,6 +18,8 @@ pub struct Status {
     pub linked_slot: Option<Slot>,
     pub committed_version: Option<String>,
     pub health_failures: u32,
+    /// Set by `tenderd hold`.
+    pub held: bool,
     pub slot_a: Option<SlotRelease>,
     pub slot_b: Option<SlotRelease>,
     pub last_error: Option<String>,
@@ -34,6 +36,7 @@ impl Status {
             linked_slot: slots.linked_slot(),
             committed_version: state.committed_release().map(|r| r.version.to_string()),
             health_failures: state.health_failures,
+            held: state.held,
             slot_a: state.slot_a.clone(),
             slot_b: state.slot_b.clone(),
             last_error: state.last_error.clone(),
@@ -50,6 +53,7 @@ impl Status {
             format!("active slot:      {}", self.active_slot.map_or_else(dash, |s| s.to_string())),
             format!("committed:        {}", self.committed_version.clone().unwrap_or_else(dash)),
             format!("health failures:  {}", self.health_failures),
+            format!("held:             {}", if self.held { "yes" } else { "no" }),
             format!("slot a:           {}", release(&self.slot_a)),
             format!("slot b:           {}", release(&self.slot_b)),
         ];

@@ -159,6 +159,20 @@ impl Updater {
         Ok(state.save(&self.config.state_dir)?)
     }
 
+    /// Persists a state changed outside this module, such as by the daemon.
+    pub fn save_state(&self, state: &State) -> Result<(), UpdateError> {
+        self.save(state)
+    }
+
+    /// Sets or clears the operator's hold: while held, the daemon stages and
+    /// switches nothing new.
+    pub fn set_hold(&self, held: bool) -> Result<(), UpdateError> {
+        let mut state = self.load_state()?;
+        state.held = held;
+        state.record(if held { "held" } else { "resumed" }, None, None, "");
+        self.save(&state)
+    }
+
     fn trusted_root(&self) -> Result<Verified<Root>, UpdateError> {
         let path = &self.config.trusted_root;
         let error = |detail: String| UpdateError::TrustedRoot { path: path.clone(), detail };

@@ -16,6 +16,7 @@ use crate::source::{ReleaseSource, SourceError};
 #[derive(Debug, Clone)]
 pub struct VerifiedRelease {
     manifest: Manifest,
+    info: ReleaseInfo,
     digest: Sha256Digest,
     target_name: String,
     report: SignatureReport,
@@ -24,6 +25,11 @@ pub struct VerifiedRelease {
 impl VerifiedRelease {
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
+    }
+
+    /// The release information of the signed target, rollout included.
+    pub fn info(&self) -> &ReleaseInfo {
+        &self.info
     }
 
     /// SHA-256 of the manifest bytes, the release's identity.
@@ -97,10 +103,10 @@ pub fn verify_release(
         .map_err(|source| VerifyError::Manifest { target: target_name.to_owned(), source })?;
     let actual = manifest.release_info();
     let pairs: [(&'static str, String, String); 4] = [
-        ("name", actual.name, info.name),
+        ("name", actual.name, info.name.clone()),
         ("version", actual.version.to_string(), info.version.to_string()),
-        ("compatible", actual.compatible, info.compatible),
-        ("architecture", actual.architecture, info.architecture),
+        ("compatible", actual.compatible, info.compatible.clone()),
+        ("architecture", actual.architecture, info.architecture.clone()),
     ];
     for (field, manifest_value, targets_value) in pairs {
         if manifest_value != targets_value {
@@ -112,7 +118,7 @@ pub fn verify_release(
             });
         }
     }
-    Ok(VerifiedRelease { manifest, digest, target_name: target_name.to_owned(), report: targets.report().clone() })
+    Ok(VerifiedRelease { manifest, info, digest, target_name: target_name.to_owned(), report: targets.report().clone() })
 }
 
 /// Finds the target whose sha256 is that of a bundle's own manifest.

@@ -243,6 +243,9 @@ pub struct ReleaseInfo {
     pub version: semver::Version,
     pub compatible: String,
     pub architecture: String,
+    /// Staged rollout settings; a release without them is open to the fleet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<crate::rollout::Rollout>,
 }
 
 impl Manifest {
@@ -252,6 +255,7 @@ impl Manifest {
             version: self.version.clone(),
             compatible: self.compatible.clone(),
             architecture: self.architecture.clone(),
+            rollout: None,
         }
     }
 }
