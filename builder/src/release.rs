@@ -21,7 +21,7 @@
 //!
 //! The trust root of the release is the latest root of the repository. The
 //! keys directory's `root.json` must be one of its versions, so a repository
-//! keeps one chain of trust; a new repository starts from it as version 1.
+//! keeps one chain of trust. A new repository starts from it as version 1.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -38,7 +38,7 @@ pub enum RepoAuditError {
     Http { url: String, detail: String },
 }
 
-/// Where the repository's files come from.
+/// Source of the repository's files: a directory or an HTTP base URL.
 enum Fetcher {
     Dir(PathBuf),
     Http { base: String, client: reqwest::blocking::Client },

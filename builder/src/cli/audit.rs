@@ -43,7 +43,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Audits a bundle with the checks of `tender verify`. A bundle holds no
+/// Audits a bundle with the checks of `tender verify`. A bundle contains no
 /// snapshot or timestamp, so only the root, targets and chunks are checked.
 fn audit_bundle(args: &Args) -> anyhow::Result<()> {
     let extracted;
