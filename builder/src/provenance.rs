@@ -5,13 +5,22 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Returns the `HEAD` commit of the git checkout that contains `paths[0]`.
-/// Returns `None` outside a git checkout, and when `git status --porcelain`
-/// lists a change to any of `paths` (modified, staged or untracked), because
-/// then the commit does not describe what was built.
+/// Returns `None` outside a git checkout, when any of `paths` is ignored by
+/// git (a copy below `target/`, say, which no commit describes), and when
+/// `git status --porcelain` lists a change to any of `paths` (modified,
+/// staged or untracked), because then the commit does not describe what was
+/// built.
 pub fn clean_commit(paths: &[PathBuf]) -> Option<String> {
     let first = paths.first()?;
     let directory = if first.is_dir() { first.as_path() } else { first.parent()? };
     let commit = git(directory, &["rev-parse", "HEAD"])?;
+    let absolute: Vec<String> = paths.iter().filter_map(|p| std::path::absolute(p).ok()).map(|p| p.display().to_string()).collect();
+    let mut ignore_args = vec!["check-ignore", "--quiet", "--"];
+    ignore_args.extend(absolute.iter().map(String::as_str));
+    if git_succeeds(directory, &ignore_args) {
+        tracing::info!(directory = %directory.display(), "the sources are ignored by git, so the manifest records no source commit");
+        return None;
+    }
     let mut status_args = vec!["status".to_owned(), "--porcelain".to_owned(), "--".to_owned()];
     status_args.extend(paths.iter().filter_map(|p| std::path::absolute(p).ok()).map(|p| p.display().to_string()));
     let status_args: Vec<&str> = status_args.iter().map(String::as_str).collect();
@@ -30,6 +39,11 @@ pub fn clean_commit(paths: &[PathBuf]) -> Option<String> {
 /// seconds since the Unix epoch.
 pub fn commit_time(directory: &Path) -> Option<u64> {
     git(directory, &["log", "-1", "--format=%ct"])?.parse().ok()
+}
+
+/// Runs git in `directory` and returns whether it exited 0.
+fn git_succeeds(directory: &Path, args: &[&str]) -> bool {
+    Command::new("git").arg("-C").arg(directory).args(args).output().is_ok_and(|output| output.status.success())
 }
 
 /// Runs git in `directory` and returns its trimmed stdout, or `None` when git

@@ -141,7 +141,18 @@ fn download_resumes_after_tenderd_restart() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn tenderd");
-    std::thread::sleep(Duration::from_millis(1500));
+    // Kill tenderd once a chunk is partly downloaded.
+    let partial_dir = robot.path("var/lib/tender/cache/partial");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let has_partial = || {
+        fs::read_dir(&partial_dir)
+            .map(|entries| entries.filter_map(Result::ok).any(|e| e.file_name().to_string_lossy().ends_with(".partial")))
+            .unwrap_or(false)
+    };
+    while !has_partial() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
     assert!(child.try_wait().expect("poll").is_none(), "the install finished before it could be interrupted");
     let _ = child.kill();
     let _ = child.wait();
