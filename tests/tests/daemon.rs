@@ -10,7 +10,10 @@ use common::forge::release_key;
 use common::robot::Robot;
 use common::{expect_success, fixture, stdout};
 use tender_e2e::fault_server::{Fault, FaultServer};
-use tender_keys::{Signed, Targets};
+use std::collections::BTreeMap;
+
+use sha2::{Digest, Sha256};
+use tender_keys::{MetaFile, PrivateKey, Signed, Snapshot, Targets, Timestamp};
 
 /// A robot running 1.0.0 whose daemon polls `source`.
 fn robot_polling(source: &str, daemon: &str) -> Robot {
@@ -35,7 +38,7 @@ fn run_once(robot: &Robot) {
 fn daemon_installs_over_dropping_link() {
     let server = FaultServer::start(&fixture().repo).expect("server");
     server.add_fault("/chunks/", Fault::DropAfter(700), Some(4));
-    server.add_fault("/targets.json", Fault::Status { code: 503, retry_after: Some(1) }, Some(1));
+    server.add_fault("/metadata/timestamp.json", Fault::Status { code: 503, retry_after: Some(1) }, Some(1));
     let robot = robot_polling(&server.url(), "");
     run_once(&robot);
     let status = robot.status();
@@ -107,23 +110,50 @@ fn maintenance_window_defers_downloads() {
     assert!(server.requests().is_empty(), "the daemon downloaded outside its window");
 }
 
-/// Copies the repository and signs its targets with `rollout` on 1.0.1.
+/// Copies the repository and publishes new TUF metadata that gives 1.0.1
+/// the rollout settings `rollout`: targets, snapshot and timestamp, each one
+/// version up and signed with its role's key.
 fn repo_with_rollout(name: &str, rollout: serde_json::Value) -> std::path::PathBuf {
     let fixture = fixture();
     let copy = fixture.dir.join(format!("repo-{name}"));
     let _ = fs::remove_dir_all(&copy);
     let status = std::process::Command::new("cp").arg("-a").arg(&fixture.repo).arg(&copy).status().expect("cp");
     assert!(status.success());
-    let envelope: Signed<Targets> = serde_json::from_slice(&fs::read(copy.join("targets.json")).expect("targets")).expect("JSON");
-    let mut targets = envelope.signed;
-    for target in targets.targets.values_mut() {
+    let metadata = copy.join("metadata");
+    let key = |file: &str| PrivateKey::load(&fixture.keys.join(file)).expect("key");
+    let read = |file: &str| fs::read(metadata.join(file)).expect("metadata");
+    let meta_file = |version: u64, bytes: &[u8]| MetaFile {
+        version,
+        length: Some(bytes.len() as u64),
+        hashes: Some(BTreeMap::from([("sha256".to_owned(), hex::encode(Sha256::digest(bytes)))])),
+    };
+
+    let mut targets: Signed<Targets> = serde_json::from_slice(&read("targets.json")).expect("targets");
+    for target in targets.signed.targets.values_mut() {
         let custom = target.custom.as_mut().expect("custom");
         if custom["version"] == "1.0.1" {
             custom["rollout"] = rollout.clone();
         }
     }
-    let bytes = Signed::sign(targets, &[&release_key(&fixture.keys)]).expect("sign").to_canonical_json().expect("json");
-    fs::write(copy.join("targets.json"), bytes).expect("write targets");
+    targets.signed.version += 1;
+    let targets_version = targets.signed.version;
+    let targets_bytes = Signed::sign(targets.signed, &[&release_key(&fixture.keys)]).expect("sign").to_canonical_json().expect("json");
+    fs::write(metadata.join(format!("{targets_version}.targets.json")), &targets_bytes).expect("write");
+    fs::write(metadata.join("targets.json"), &targets_bytes).expect("write");
+
+    let mut snapshot: Signed<Snapshot> = serde_json::from_slice(&read("snapshot.json")).expect("snapshot");
+    snapshot.signed.meta.insert("targets.json".to_owned(), meta_file(targets_version, &targets_bytes));
+    snapshot.signed.version += 1;
+    let snapshot_version = snapshot.signed.version;
+    let snapshot_bytes = Signed::sign(snapshot.signed, &[&key("snapshot.key")]).expect("sign").to_canonical_json().expect("json");
+    fs::write(metadata.join(format!("{snapshot_version}.snapshot.json")), &snapshot_bytes).expect("write");
+    fs::write(metadata.join("snapshot.json"), &snapshot_bytes).expect("write");
+
+    let mut timestamp: Signed<Timestamp> = serde_json::from_slice(&read("timestamp.json")).expect("timestamp");
+    timestamp.signed.meta.insert("snapshot.json".to_owned(), meta_file(snapshot_version, &snapshot_bytes));
+    timestamp.signed.version += 1;
+    let timestamp_bytes = Signed::sign(timestamp.signed, &[&key("timestamp.key")]).expect("sign").to_canonical_json().expect("json");
+    fs::write(metadata.join("timestamp.json"), &timestamp_bytes).expect("write");
     copy
 }
 

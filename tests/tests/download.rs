@@ -43,7 +43,7 @@ fn dropped_connections_resume_with_range() {
     install_100(&robot);
     let server = FaultServer::start(&fixture().repo).expect("server");
     server.add_fault("/chunks/", Fault::DropAfter(1000), Some(3));
-    server.add_fault("/targets.json", Fault::Status { code: 503, retry_after: Some(1) }, Some(1));
+    server.add_fault("/metadata/timestamp.json", Fault::Status { code: 503, retry_after: Some(1) }, Some(1));
     let output = install_from(&robot, &server);
     let report: serde_json::Value = serde_json::from_str(&expect_success(&output, "install over a dropping link")).expect("JSON");
     assert_eq!(report["phase"], "committed", "{report}");
@@ -101,10 +101,10 @@ fn redirect_is_followed() {
     let robot = robot_with_100(8, 0);
     install_100(&robot);
     let server = FaultServer::start(&fixture().repo).expect("server");
-    let target = format!("{}/targets.json", server.url());
-    server.add_fault("/targets.json", Fault::Redirect(target), Some(1));
+    let target = format!("{}/metadata/timestamp.json", server.url());
+    server.add_fault("/metadata/timestamp.json", Fault::Redirect(target), Some(1));
     expect_success(&install_from(&robot, &server), "install through a redirect");
-    let statuses: Vec<u16> = server.requests().iter().filter(|r| r.path == "/targets.json").map(|r| r.status).collect();
+    let statuses: Vec<u16> = server.requests().iter().filter(|r| r.path == "/metadata/timestamp.json").map(|r| r.status).collect();
     assert_eq!(statuses, [302, 200]);
 }
 
@@ -113,7 +113,7 @@ fn server_errors_give_up_with_clear_error() {
     let robot = robot_with_100(3, 0);
     install_100(&robot);
     let server = FaultServer::start(&fixture().repo).expect("server");
-    server.add_fault("/targets.json", Fault::Status { code: 500, retry_after: None }, None);
+    server.add_fault("/metadata/timestamp.json", Fault::Status { code: 500, retry_after: None }, None);
     let before = robot.snapshot();
     let output = install_from(&robot, &server);
     assert_eq!(output.status.code(), Some(1));
@@ -121,7 +121,7 @@ fn server_errors_give_up_with_clear_error() {
     assert!(message.contains("after 3 attempts"), "{message}");
     assert!(message.contains("500"), "{message}");
     assert_eq!(before, robot.snapshot());
-    let attempts = server.requests().iter().filter(|r| r.path == "/targets.json").count();
+    let attempts = server.requests().iter().filter(|r| r.path == "/metadata/timestamp.json").count();
     assert_eq!(attempts, 3);
 }
 

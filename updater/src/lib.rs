@@ -10,6 +10,7 @@ pub mod command;
 pub mod config;
 pub mod daemon;
 pub mod fsutil;
+pub mod online;
 pub mod rollout;
 pub mod slot;
 pub mod state;

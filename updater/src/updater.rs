@@ -41,6 +41,8 @@ pub enum UpdateError {
     #[error(transparent)]
     Verify(#[from] crate::verify::VerifyError),
     #[error(transparent)]
+    Online(#[from] crate::online::OnlineError),
+    #[error(transparent)]
     Stage(#[from] crate::slot::StageError),
     #[error(transparent)]
     Check(#[from] crate::slot::CheckError),
@@ -248,11 +250,25 @@ impl Updater {
 
     /// Opens a source and verifies the release it offers against the
     /// trusted root, without writing anything.
+    ///
+    /// A `.tender` bundle is checked against the configured root. A
+    /// repository (directory or URL) goes through the TUF client, which
+    /// keeps the highest trusted metadata versions in `STATE_DIR/tuf`.
     pub fn verified_release(&self, source_text: &str) -> Result<(Box<dyn ReleaseSource>, VerifiedRelease), UpdateError> {
-        let root = self.trusted_root()?;
-        let mut source = open_source_with_cache(source_text, Some(&self.cache_dir()), self.config.download.clone())?;
-        let release = fetch_verified_release(&root, source.as_mut(), &self.config.compatible)?;
-        Ok((source, release))
+        if Path::new(source_text).is_file() {
+            // TODO: check the bundle's targets version against the trusted
+            // TUF targets too, and carry the root chain in the bundle.
+            let root = self.trusted_root()?;
+            let mut source = open_source_with_cache(source_text, Some(&self.cache_dir()), self.config.download.clone())?;
+            let release = fetch_verified_release(&root, source.as_mut(), &self.config.compatible)?;
+            return Ok((source, release));
+        }
+        let state = self.load_state()?;
+        let build_time = state
+            .committed
+            .and_then(|slot| self.slot_manifest(slot))
+            .map_or(std::time::SystemTime::UNIX_EPOCH, |m| crate::online::epoch_time(m.provenance.source_date_epoch));
+        Ok(crate::online::fetch_repository_release(&self.config, source_text, &self.cache_dir(), build_time)?)
     }
 
     fn cache_dir(&self) -> PathBuf {

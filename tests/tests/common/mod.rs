@@ -15,8 +15,16 @@ use std::sync::OnceLock;
 
 use sha2::{Digest, Sha256};
 
-/// `SOURCE_DATE_EPOCH` of every fixture release.
+/// `SOURCE_DATE_EPOCH` of releases whose metadata expiry does not matter.
 pub const SOURCE_DATE_EPOCH: &str = "1700000000";
+
+/// `SOURCE_DATE_EPOCH` of the shared fixture releases: the start of the
+/// current UTC day, so their TUF metadata is fresh (the timestamp expires a
+/// day later) and two builds on one day are byte-identical.
+pub fn fixture_epoch() -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    (now - now % 86_400).to_string()
+}
 
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_owned()
@@ -94,7 +102,7 @@ pub fn edit_source(recipes: &Path, file: &str, from: &str, to: &str) {
 }
 
 /// Runs `tender release` on a copied recipe tree.
-pub fn release(recipes: &Path, version: &str, out: &Path, keys: &Path, umask: &str) -> Output {
+pub fn release(recipes: &Path, version: &str, out: &Path, keys: &Path, umask: &str, epoch: &str) -> Output {
     let recipe = recipes.join("ecar-4wd4ws.toml");
     let script = format!(
         "umask {umask} && exec \"$@\""
@@ -115,7 +123,7 @@ pub fn release(recipes: &Path, version: &str, out: &Path, keys: &Path, umask: &s
         .arg(keys)
         .arg("--colcon-venv")
         .arg(venv())
-        .env("SOURCE_DATE_EPOCH", SOURCE_DATE_EPOCH))
+        .env("SOURCE_DATE_EPOCH", epoch))
 }
 
 /// The releases every test shares, built once per test binary.
@@ -131,6 +139,8 @@ pub struct Fixture {
     pub bundle_102: PathBuf,
     /// Where 1.0.0 was built from; removed after the build.
     pub build_checkout: PathBuf,
+    /// `SOURCE_DATE_EPOCH` of the fixture releases.
+    pub epoch: String,
 }
 
 static FIXTURE: OnceLock<Fixture> = OnceLock::new();
@@ -163,6 +173,7 @@ pub fn fixture() -> &'static Fixture {
 /// Hashes the inputs of the fixture releases.
 fn fingerprint() -> String {
     let mut hasher = Sha256::new();
+    hasher.update(fixture_epoch());
     hasher.update(fs::read(bin("tender")).expect("read tender binary"));
     let recipes = workspace_root().join("recipes");
     for item in walkdir::WalkDir::new(&recipes).sort_by_file_name() {
@@ -186,24 +197,27 @@ fn fixture_paths(dir: &Path) -> Fixture {
         bundle_101: out.join("ecar-4wd4ws-1.0.1.tender"),
         bundle_102: bad_out.join("ecar-4wd4ws-1.0.2.tender"),
         build_checkout: dir.join("checkout-1"),
+        epoch: fs::read_to_string(dir.join("epoch")).unwrap_or_else(|_| fixture_epoch()),
     }
 }
 
 fn build_fixture(fixture: &Fixture) {
     let dir = &fixture.dir;
     fs::create_dir_all(dir).expect("fixture dir");
+    let epoch = &fixture.epoch;
+    fs::write(dir.join("epoch"), epoch).expect("write epoch");
     let keys = dir.join("keys");
     expect_success(&run(Command::new(bin("tender")).args(["keys", "generate", "--out"]).arg(&keys)), "tender keys generate");
 
     let out = dir.join("out");
     let checkout = dir.join("checkout-1");
     copy_recipes(&checkout);
-    expect_success(&release(&checkout, "1.0.0", &out, &keys, "022"), "release 1.0.0");
+    expect_success(&release(&checkout, "1.0.0", &out, &keys, "022", epoch), "release 1.0.0");
     edit_source(&checkout, "ecar-ws/src/servo_controller/include/servo_controller/version.hpp", "\"1.0.0\"", "\"1.0.1\"");
-    expect_success(&release(&checkout, "1.0.1", &out, &keys, "022"), "release 1.0.1");
+    expect_success(&release(&checkout, "1.0.1", &out, &keys, "022", epoch), "release 1.0.1");
     edit_source(&checkout, "ecar-ws/src/servo_controller/include/servo_controller/limits.hpp", "kMaxSteeringAngleDeg = 35.0", "kMaxSteeringAngleDeg = -35.0");
     // The broken release goes to a repository of its own, so that the
     // newest release of the main repository stays healthy.
     let bad_out = dir.join("out-bad");
-    expect_success(&release(&checkout, "1.0.2", &bad_out, &keys, "022"), "release 1.0.2");
+    expect_success(&release(&checkout, "1.0.2", &bad_out, &keys, "022", epoch), "release 1.0.2");
 }

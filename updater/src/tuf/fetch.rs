@@ -7,7 +7,6 @@
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use super::names::percent_decode;
 
@@ -107,28 +106,24 @@ fn copy_bounded(
     Ok(total)
 }
 
-/// Fetches over HTTP(S) below a base URL.
+/// Fetches over HTTP(S) below a base URL, retrying with backoff through
+/// [`crate::source::Downloader`].
 pub struct HttpFetcher {
     base: String,
-    client: reqwest::blocking::Client,
+    downloader: crate::source::Downloader,
 }
-
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
-/// Applies to sending the request and to each read of the body, so a large
-/// target on a slow link is not cut off while data still flows.
-const READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl HttpFetcher {
     /// Builds a fetcher for `base_url`, such as `https://updates.example/metadata/`.
     pub fn new(base_url: &str) -> Result<Self, FetchError> {
-        let client = reqwest::blocking::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(READ_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::limited(5))
-            .user_agent(concat!("tenderd/", env!("CARGO_PKG_VERSION")))
-            .build()
+        Self::with_policy(base_url, crate::source::DownloadPolicy::default())
+    }
+
+    /// Like [`HttpFetcher::new`], with the robot's download policy.
+    pub fn with_policy(base_url: &str, policy: crate::source::DownloadPolicy) -> Result<Self, FetchError> {
+        let downloader = crate::source::Downloader::new(policy)
             .map_err(|e| FetchError::Http { location: base_url.to_owned(), detail: e.to_string() })?;
-        Ok(Self { base: base_url.trim_end_matches('/').to_owned(), client })
+        Ok(Self { base: base_url.trim_end_matches('/').to_owned(), downloader })
     }
 }
 
@@ -138,27 +133,17 @@ impl Fetcher for HttpFetcher {
     }
 
     fn fetch_to(&self, name: &str, max_len: u64, sink: &mut dyn Write) -> Result<u64, FetchError> {
+        use crate::source::DownloadError;
         check_name(name)?;
         let url = self.location(name);
-        let http = |detail: String| FetchError::Http { location: url.clone(), detail };
         tracing::debug!(%url, max_len, "fetching");
-        let response = self
-            .client
-            .get(&url)
-            .header(reqwest::header::ACCEPT_ENCODING, "identity")
-            .send()
-            .map_err(|e| http(crate::error_line(&e)))?;
-        let status = response.status();
-        if status == reqwest::StatusCode::NOT_FOUND {
-            return Err(FetchError::NotFound { location: url });
-        }
-        if !status.is_success() {
-            return Err(http(format!("the server returned {status}")));
-        }
-        if response.content_length().is_some_and(|len| len > max_len) {
-            return Err(FetchError::TooLarge { location: url, limit: max_len });
-        }
-        copy_bounded(response, max_len, sink, &url, |e| http(e.to_string()))
+        let bytes = self.downloader.get(&url, max_len).map_err(|error| match error {
+            DownloadError::NotFound { .. } => FetchError::NotFound { location: url.clone() },
+            DownloadError::TooLarge { .. } => FetchError::TooLarge { location: url.clone(), limit: max_len },
+            other => FetchError::Http { location: url.clone(), detail: other.to_string() },
+        })?;
+        sink.write_all(&bytes).map_err(|source| FetchError::Write { location: url.clone(), source })?;
+        Ok(bytes.len() as u64)
     }
 }
 
