@@ -1,7 +1,7 @@
 //! Writing the offline bundle `NAME-VERSION.tender`: an uncompressed ustar
-//! archive with `root.json`, `targets.json`, `manifest.json`, then
-//! `chunks/HEX.zst` sorted by digest, and the standard end-of-archive marker
-//! of two zero blocks.
+//! archive with `root.json`, the root chain `roots/N.root.json`,
+//! `targets.json`, `manifest.json`, then `chunks/HEX.zst` sorted by digest,
+//! and the standard end-of-archive marker of two zero blocks.
 //!
 //! Every header is fixed except the name and size: regular file, mode 0644,
 //! uid and gid 0, empty user and group names, mtime `SOURCE_DATE_EPOCH`. The
@@ -12,7 +12,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use indicatif::ProgressBar;
-use tender_updater::format::layout::{bundle_chunk_path, BUNDLE_MANIFEST_FILE, ROOT_FILE, TARGETS_FILE};
+use tender_updater::format::layout::{bundle_chunk_path, bundle_root_path, BUNDLE_MANIFEST_FILE, ROOT_FILE, TARGETS_FILE};
 use tender_updater::format::Sha256Digest;
 
 use crate::fsutil::write_atomic_with;
@@ -28,6 +28,8 @@ pub enum BundleWriteError {
 /// repository, in the order given, which must be sorted by digest.
 pub struct BundleContents<'a> {
     pub root: &'a [u8],
+    /// Every root version from 1 on, in order, with its version.
+    pub root_chain: Vec<(u64, &'a [u8])>,
     pub targets: &'a [u8],
     pub manifest: &'a [u8],
     pub chunks: Vec<(Sha256Digest, PathBuf)>,
@@ -43,6 +45,9 @@ pub fn write_bundle(path: &Path, contents: &BundleContents, progress: &ProgressB
     write_atomic_with(path, |file| {
         let mut archive = tar::Builder::new(BufWriter::new(file));
         append(&mut archive, ROOT_FILE, contents.root.len() as u64, contents.root, contents.mtime)?;
+        for (version, bytes) in &contents.root_chain {
+            append(&mut archive, &bundle_root_path(*version), bytes.len() as u64, *bytes, contents.mtime)?;
+        }
         append(&mut archive, TARGETS_FILE, contents.targets.len() as u64, contents.targets, contents.mtime)?;
         append(&mut archive, BUNDLE_MANIFEST_FILE, contents.manifest.len() as u64, contents.manifest, contents.mtime)?;
         for (digest, chunk_path) in &contents.chunks {

@@ -285,8 +285,10 @@ pub fn write_release(request: &ReleaseRequest) -> Result<ReleaseSummary, Release
 
     let bundle_path = request.out.join(bundle_file_name(&recipe.name, &request.version));
     let bundle_bar = request.progress.items("bundle");
+    let root_chain = chain.roots().iter().filter_map(|root| chain.version_bytes(root.version).map(|bytes| (root.version, bytes))).collect();
     let contents = BundleContents {
         root: chain.latest_bytes(),
+        root_chain,
         targets: &updated.bytes,
         manifest: &manifest_bytes,
         chunks: store.chunks().map(|digest| (*digest, store.chunk_path(digest))).collect(),

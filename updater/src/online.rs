@@ -30,6 +30,10 @@ pub enum OnlineError {
     Source(#[from] SourceError),
     #[error("cannot read the trusted root {}: {detail}", path.display())]
     TrustedRoot { path: PathBuf, detail: String },
+    #[error("{source_name} carries root version {found} but this robot trusts version {trusted}; the root chain has a gap, get a bundle with every root version")]
+    RootChainGap { source_name: String, trusted: u64, found: u64 },
+    #[error("targets.json of {source_name} is version {found}, older than the version {trusted} this robot already trusts (rollback); use a newer bundle")]
+    TargetsRollback { source_name: String, trusted: u64, found: u64 },
     #[error("no release for compatible {compatible:?} is listed in the signed targets of {repository}")]
     NoRelease { compatible: String, repository: String },
     #[error(transparent)]
@@ -113,6 +117,58 @@ pub fn fetch_repository_release(
 
     let chunks = open_source_with_cache(repository, Some(cache_dir), config.download.clone())?;
     Ok((chunks, release))
+}
+
+/// Verifies a bundle offline against the robot's trusted TUF root: walks the
+/// bundle's root chain one version at a time from the trusted root (each
+/// new root signed by the threshold of the previous one and of itself),
+/// checks the bundle's `targets.json` with the newest root, and rejects a
+/// targets version below the one the robot already trusts.
+///
+/// Offline, signatures, thresholds, the root chain and versions are
+/// enforced, but no expiry: a bundle may wait on a USB stick for months,
+/// and a robot without a real-time clock cannot tell how long.
+pub fn verify_bundle_release(config: &Config, source: &mut dyn ReleaseSource) -> Result<VerifiedRelease, OnlineError> {
+    seed_trusted_root(config)?;
+    let dir = tuf_dir(config);
+    let stored = read_bounded(&dir.join("root.json"), MAX_ROOT_BYTES, "trusted root")?;
+    let mut current = tender_keys::verify_root(&stored, &dir.join("root.json").display().to_string())
+        .map_err(|e| OnlineError::TrustedRoot { path: dir.join("root.json"), detail: e.to_string() })?;
+    let mut pending = None;
+    let chain = source.root_chain();
+    for (version, bytes) in chain.range(current.version + 1..) {
+        let what = format!("roots/{version}.root.json of {}", source.describe());
+        if *version != current.version + 1 {
+            return Err(OnlineError::RootChainGap { source_name: source.describe(), trusted: current.version, found: *version });
+        }
+        let next = tender_keys::verify_root_update(&current, bytes, &what)
+            .map_err(|e| OnlineError::TrustedRoot { path: PathBuf::from(&what), detail: e.to_string() })?;
+        if next.version != *version {
+            return Err(OnlineError::TrustedRoot { path: PathBuf::from(&what), detail: format!("it says version {}", next.version) });
+        }
+        current = next;
+        pending = Some(bytes.clone());
+    }
+    let release = crate::verify::fetch_verified_release(&current, source, &config.compatible)?;
+    let bundle_targets = serde_json::from_slice::<Signed<tender_keys::Targets>>(&source.targets(crate::format::limits::MAX_TARGETS_BYTES)?)
+        .map(|t| t.signed.version)
+        .unwrap_or(0);
+    let trusted_targets = std::fs::read(dir.join("targets.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Signed<tender_keys::Targets>>(&b).ok())
+        .map(|t| t.signed.version);
+    if let Some(trusted) = trusted_targets {
+        if bundle_targets < trusted {
+            return Err(OnlineError::TargetsRollback { source_name: source.describe(), trusted, found: bundle_targets });
+        }
+    }
+    Ok(release.with_pending_root(pending))
+}
+
+/// Stores a root that a verified release brought as the trusted root.
+pub fn store_pending_root(config: &Config, root: &[u8]) -> Result<(), OnlineError> {
+    init_trusted_root(&tuf_dir(config), root, "root from the bundle's root chain")?;
+    Ok(())
 }
 
 /// Converts a `SOURCE_DATE_EPOCH` into a time.

@@ -17,18 +17,17 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tender_keys::{verify_root, Root, Verified};
 
 use crate::backup::backup_config;
 use crate::command;
 use crate::config::Config;
-use crate::format::limits::{MAX_MANIFEST_BYTES, MAX_ROOT_BYTES};
+use crate::format::limits::MAX_MANIFEST_BYTES;
 use crate::format::{HealthCheck, Manifest};
 use crate::fsutil::{write_atomic, FsError};
 use crate::slot::{check_slot, prepare, DirectorySlots, StageStats};
 use crate::source::{open_source_with_cache, read_bounded, ReleaseSource};
 use crate::state::{now_text, Phase, RejectedRelease, Slot, SlotRelease, State, StateError};
-use crate::verify::{fetch_verified_release, VerifiedRelease};
+use crate::verify::VerifiedRelease;
 
 /// Errors of install, commit and rollback. Each message is one line that
 /// names the value and what to do.
@@ -175,13 +174,6 @@ impl Updater {
         self.save(&state)
     }
 
-    fn trusted_root(&self) -> Result<Verified<Root>, UpdateError> {
-        let path = &self.config.trusted_root;
-        let error = |detail: String| UpdateError::TrustedRoot { path: path.clone(), detail };
-        let bytes = read_bounded(path, MAX_ROOT_BYTES, "trusted root").map_err(|e| error(e.to_string()))?;
-        verify_root(&bytes, &path.display().to_string()).map_err(|e| error(e.to_string()))
-    }
-
     /// Loads the verified manifest copy kept for a slot.
     fn slot_manifest(&self, slot: Slot) -> Option<Manifest> {
         let path = manifest_copy_path(&self.config.state_dir, slot);
@@ -256,11 +248,8 @@ impl Updater {
     /// keeps the highest trusted metadata versions in `STATE_DIR/tuf`.
     pub fn verified_release(&self, source_text: &str) -> Result<(Box<dyn ReleaseSource>, VerifiedRelease), UpdateError> {
         if Path::new(source_text).is_file() {
-            // TODO: check the bundle's targets version against the trusted
-            // TUF targets too, and carry the root chain in the bundle.
-            let root = self.trusted_root()?;
             let mut source = open_source_with_cache(source_text, Some(&self.cache_dir()), self.config.download.clone())?;
-            let release = fetch_verified_release(&root, source.as_mut(), &self.config.compatible)?;
+            let release = crate::online::verify_bundle_release(&self.config, source.as_mut())?;
             return Ok((source, release));
         }
         let state = self.load_state()?;
@@ -311,6 +300,11 @@ impl Updater {
         let active_manifest = active.and_then(|slot| self.slot_manifest(slot));
         let cache_dir = self.cache_dir();
         let prepared = prepare(manifest, &self.slots, target, active.zip(active_manifest.as_ref()), source, &cache_dir)?;
+
+        // Every chunk verified, so a newer root the bundle brought is trusted now.
+        if let Some(root) = release.pending_root() {
+            crate::online::store_pending_root(&self.config, root)?;
+        }
 
         // From here on the inactive slot changes, so the state records it first.
         state.phase = Phase::Staging;

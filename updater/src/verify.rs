@@ -20,9 +20,22 @@ pub struct VerifiedRelease {
     digest: Sha256Digest,
     target_name: String,
     report: SignatureReport,
+    /// A newer root from a bundle's root chain, stored as trusted once the
+    /// release's chunks verified too.
+    pending_root: Option<Vec<u8>>,
 }
 
 impl VerifiedRelease {
+    /// Returns the newer trusted root this release brought, if any.
+    pub fn pending_root(&self) -> Option<&[u8]> {
+        self.pending_root.as_deref()
+    }
+
+    pub(crate) fn with_pending_root(mut self, root: Option<Vec<u8>>) -> Self {
+        self.pending_root = root;
+        self
+    }
+
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
     }
@@ -118,7 +131,14 @@ pub fn verify_release(
             });
         }
     }
-    Ok(VerifiedRelease { manifest, info, digest, target_name: target_name.to_owned(), report: targets.report().clone() })
+    Ok(VerifiedRelease {
+        manifest,
+        info,
+        digest,
+        target_name: target_name.to_owned(),
+        report: targets.report().clone(),
+        pending_root: None,
+    })
 }
 
 /// Finds the target whose sha256 is that of a bundle's own manifest.

@@ -12,6 +12,8 @@ use tender_keys::{PrivateKey, Signed, Targets};
 /// The members of a bundle, in their order.
 pub struct Members {
     pub root: Vec<u8>,
+    /// `roots/N.root.json` members, in archive order.
+    pub root_chain: Vec<(String, Vec<u8>)>,
     pub targets: Vec<u8>,
     pub manifest: Vec<u8>,
     pub chunks: BTreeMap<String, Vec<u8>>,
@@ -19,7 +21,7 @@ pub struct Members {
 
 pub fn read_bundle(path: &Path) -> Members {
     let mut archive = tar::Archive::new(std::fs::File::open(path).expect("open bundle"));
-    let mut members = Members { root: vec![], targets: vec![], manifest: vec![], chunks: BTreeMap::new() };
+    let mut members = Members { root: vec![], root_chain: vec![], targets: vec![], manifest: vec![], chunks: BTreeMap::new() };
     for entry in archive.entries().expect("entries") {
         let mut entry = entry.expect("entry");
         let name = entry.path().expect("path").display().to_string();
@@ -29,6 +31,7 @@ pub fn read_bundle(path: &Path) -> Members {
             "root.json" => members.root = bytes,
             "targets.json" => members.targets = bytes,
             "manifest.json" => members.manifest = bytes,
+            _ if name.starts_with("roots/") => members.root_chain.push((name, bytes)),
             _ => {
                 members.chunks.insert(name, bytes);
             }
@@ -47,6 +50,9 @@ pub fn write_bundle(members: &Members, path: &Path) {
         builder.append_data(&mut header, name, bytes).expect("append");
     };
     append("root.json", &members.root);
+    for (name, bytes) in &members.root_chain {
+        append(name, bytes);
+    }
     append("targets.json", &members.targets);
     append("manifest.json", &members.manifest);
     for (name, bytes) in &members.chunks {

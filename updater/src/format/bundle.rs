@@ -3,7 +3,7 @@
 //! The reader indexes the chunk members by digest without reading them, so
 //! memory grows with the number of chunks, not with their bytes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -37,8 +37,13 @@ pub struct BundleReader {
     pub root: Vec<u8>,
     pub targets: Vec<u8>,
     pub manifest: Vec<u8>,
+    /// Root versions carried by the bundle, by version.
+    pub root_chain: BTreeMap<u64, Vec<u8>>,
     chunks: HashMap<Sha256Digest, (u64, u64)>,
 }
+
+/// Most root versions a bundle may carry.
+const MAX_ROOT_VERSIONS: usize = 256;
 
 /// Size of the end-of-archive marker: two zero blocks of 512 bytes.
 const END_OF_ARCHIVE: usize = 1024;
@@ -56,6 +61,7 @@ impl BundleReader {
         let mut targets = None;
         let mut manifest = None;
         let mut chunks = HashMap::new();
+        let mut root_chain = BTreeMap::new();
         let mut archive = tar::Archive::new(File::open(path).map_err(io)?);
         let entries = archive.entries_with_seek().map_err(|e| truncated(e.to_string()))?;
         for entry in entries {
@@ -83,6 +89,19 @@ impl BundleReader {
                 *slot = Some(bytes);
                 continue;
             }
+            if let Some(version) = member
+                .strip_prefix("roots/")
+                .and_then(|rest| rest.strip_suffix(".root.json"))
+                .and_then(|number| number.parse::<u64>().ok())
+            {
+                if len > MAX_ROOT_BYTES || root_chain.len() >= MAX_ROOT_VERSIONS {
+                    return Err(BundleError::MemberTooLarge { path: path.to_owned(), member, len, limit: MAX_ROOT_BYTES });
+                }
+                let mut bytes = Vec::with_capacity(len as usize);
+                entry.read_to_end(&mut bytes).map_err(|e| truncated(format!("{member}: {e}")))?;
+                root_chain.insert(version, bytes);
+                continue;
+            }
             let digest = member
                 .strip_prefix("chunks/")
                 .and_then(|rest| rest.strip_suffix(".zst"))
@@ -100,12 +119,17 @@ impl BundleReader {
             root: root.ok_or_else(|| missing(ROOT_FILE))?,
             targets: targets.ok_or_else(|| missing(TARGETS_FILE))?,
             manifest: manifest.ok_or_else(|| missing(BUNDLE_MANIFEST_FILE))?,
+            root_chain,
             chunks,
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    pub fn root_chain(&self) -> &BTreeMap<u64, Vec<u8>> {
+        &self.root_chain
     }
 
     pub fn contains_chunk(&self, digest: &Sha256Digest) -> bool {

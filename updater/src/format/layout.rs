@@ -9,10 +9,12 @@
 //! chunks/ab/abcdef….zst                  chunk store, named by plain SHA-256
 //! ```
 //!
-//! Bundle (`NAME-VERSION.tender`, an uncompressed tar): `root.json`,
-//! `targets.json`, `manifest.json` in that order, then `chunks/HEX.zst` sorted
-//! by digest. Metadata comes first so a robot verifies it before it reads any
-//! chunk.
+//! Bundle (`NAME-VERSION.tender`, an uncompressed tar): `root.json` (the
+//! latest root), `roots/N.root.json` for every root version from 1 on,
+//! `targets.json`, `manifest.json` in that order, then `chunks/HEX.zst`
+//! sorted by digest. Metadata comes first so a robot verifies it before it
+//! reads any chunk, and the root chain lets a robot that trusts an older root
+//! walk to the root that signed the bundle.
 
 use crate::format::Sha256Digest;
 
@@ -20,6 +22,13 @@ pub const ROOT_FILE: &str = "root.json";
 pub const TARGETS_FILE: &str = "targets.json";
 pub const BUNDLE_MANIFEST_FILE: &str = "manifest.json";
 pub const BUNDLE_EXTENSION: &str = "tender";
+/// Bundle directory of the root chain.
+pub const BUNDLE_ROOTS_DIR: &str = "roots";
+
+/// Bundle member name of root version `version`.
+pub fn bundle_root_path(version: u64) -> String {
+    format!("{BUNDLE_ROOTS_DIR}/{version}.root.json")
+}
 
 /// TUF target name of a release manifest.
 pub fn manifest_target_name(name: &str, version: &semver::Version) -> String {

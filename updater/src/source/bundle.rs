@@ -32,6 +32,10 @@ impl ReleaseSource for BundleSource {
         bounded(&self.reader.targets, limit, "targets.json")
     }
 
+    fn root_chain(&self) -> std::collections::BTreeMap<u64, Vec<u8>> {
+        self.reader.root_chain().clone()
+    }
+
     fn pinned_manifest(&mut self) -> Option<Vec<u8>> {
         Some(self.reader.manifest.clone())
     }

@@ -50,6 +50,12 @@ pub trait ReleaseSource {
     /// Returns the manifest this source is pinned to, if it is a bundle.
     fn pinned_manifest(&mut self) -> Option<Vec<u8>>;
 
+    /// Returns the root versions the source carries, by version: a bundle's
+    /// root chain, empty for others.
+    fn root_chain(&self) -> std::collections::BTreeMap<u64, Vec<u8>> {
+        std::collections::BTreeMap::new()
+    }
+
     /// Returns a manifest target by its TUF target name, at most `limit` bytes.
     fn manifest(&mut self, target_name: &str, limit: u64) -> Result<Vec<u8>, SourceError>;
 
