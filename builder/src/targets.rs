@@ -167,6 +167,7 @@ mod tests {
             compatible: "ecar".to_owned(),
             architecture: "x86_64".to_owned(),
             rollout: None,
+            allow_downgrade: false,
         }
     }
 

@@ -213,6 +213,18 @@ fn rollback_and_commit_commands() {
     assert!(!nothing.status.success());
     assert!(stderr(&nothing).contains("nothing to commit"), "{}", stderr(&nothing));
 
+    // Going back to an older committed release needs a signed authorisation.
+    let refused = robot.tenderd(&["rollback"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(stderr(&refused).contains("downgrade authorisation"), "{}", stderr(&refused));
+    assert_eq!(robot.status()["version"], "1.0.1");
+
+    // A robot learns the authorisation from an online refresh.
+    let repo = authorised_repo_copy(fixture, "rollback");
+    let robot = Robot::new(&fixture.keys);
+    install_ok(&robot, &fixture.bundle_100);
+    install_ok(&robot, &repo);
+    assert_eq!(robot.status()["version"], "1.0.1");
     let rollback = robot.tenderd(&["rollback"]);
     let out = expect_success(&rollback, "tenderd rollback");
     assert!(out.contains("1.0.0"), "{out}");
@@ -224,6 +236,43 @@ fn rollback_and_commit_commands() {
     let again = robot.tenderd(&["rollback"]);
     assert!(!again.status.success());
     assert!(stderr(&again).contains("not earlier"), "{}", stderr(&again));
+}
+
+/// Copies the fixture repository and signs a downgrade authorisation for
+/// 1.0.0 into it with `tender repo allow-downgrade`.
+fn authorised_repo_copy(fixture: &common::Fixture, name: &str) -> std::path::PathBuf {
+    let copy = fixture.dir.join(format!("repo-downgrade-{name}"));
+    let _ = fs::remove_dir_all(&copy);
+    expect_success(&common::run(Command::new("cp").arg("-a").arg(&fixture.repo).arg(&copy)), "copy repository");
+    let key = |file: &str| fixture.keys.join(file).display().to_string();
+    let output = common::run(
+        Command::new(common::bin("tender"))
+            .args(["repo", "allow-downgrade", "--repo"])
+            .arg(&copy)
+            .args(["--version", "1.0.0", "--key", &key("release.key")])
+            .args(["--snapshot-key", &key("snapshot.key"), "--timestamp-key", &key("timestamp.key")]),
+    );
+    expect_success(&output, "tender repo allow-downgrade");
+    copy
+}
+
+#[test]
+fn downgrade_install_needs_authorisation() {
+    let fixture = fixture();
+    let robot = Robot::new(&fixture.keys);
+    install_ok(&robot, &fixture.bundle_101);
+    let repo = fixture.repo.display().to_string();
+    let before = robot.snapshot();
+    let refused = robot.tenderd(&["install", "--version", "1.0.0", &repo]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(stderr(&refused).contains("allow-downgrade"), "{}", stderr(&refused));
+    assert_eq!(before, robot.snapshot());
+
+    let authorised = authorised_repo_copy(fixture, "install");
+    let output = robot.tenderd(&["install", "--json", "--version", "1.0.0", &authorised.display().to_string()]);
+    let report: serde_json::Value = serde_json::from_str(&expect_success(&output, "authorised downgrade")).expect("JSON");
+    assert_eq!(report["phase"], "committed", "{report}");
+    assert_eq!(robot.status()["version"], "1.0.0");
 }
 
 /// Serves a directory with Python's `http.server` on 127.0.0.1 and stops it

@@ -106,7 +106,6 @@ fn install_python_tuf_repo_over_http() {
 // directory for a repository only if it has a top-level `targets.json` (the
 // layout `tender` writes), and a python-tuf repository has none.
 #[test]
-#[ignore = "tenderd takes a directory for a repository only if it has a top-level targets.json"]
 fn install_python_tuf_repo_from_directory() {
     let dir = tempfile::tempdir().expect("repository dir");
     let repo = dir.path().join("repo");

@@ -109,7 +109,7 @@ fn try_cycle(updater: &Updater) -> Result<CycleOutcome, UpdateError> {
     let Some(source_text) = &daemon.source else {
         return Ok(CycleOutcome::Failed("daemon.source is not set in the configuration".to_owned()));
     };
-    let (mut source, release) = updater.verified_release(source_text)?;
+    let (mut source, release) = updater.verified_release(source_text, None)?;
     let manifest = release.manifest();
     let newer = state.committed_release().is_none_or(|installed| manifest.version > installed.version);
     if !newer || state.is_rejected(&release.digest()).is_some() {

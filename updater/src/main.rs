@@ -39,6 +39,9 @@ enum Command {
         /// Install a release even though it failed its health check before.
         #[arg(long)]
         allow_reverted: bool,
+        /// From a repository, install this version instead of the newest (X.Y.Z).
+        #[arg(long, value_name = "X.Y.Z")]
+        version: Option<semver::Version>,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -109,10 +112,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Install { source, allow_reverted, json } => {
+        Command::Install { source, allow_reverted, version, json } => {
             let updater = Updater::open(config)?;
             let report = updater
-                .install(&source, &InstallOptions { allow_reverted })
+                .install(&source, &InstallOptions { allow_reverted, version })
                 .with_context(|| format!("install from {source} failed"))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);

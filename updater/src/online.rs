@@ -34,8 +34,8 @@ pub enum OnlineError {
     RootChainGap { source_name: String, trusted: u64, found: u64 },
     #[error("targets.json of {source_name} is version {found}, older than the version {trusted} this robot already trusts (rollback); use a newer bundle")]
     TargetsRollback { source_name: String, trusted: u64, found: u64 },
-    #[error("no release for compatible {compatible:?} is listed in the signed targets of {repository}")]
-    NoRelease { compatible: String, repository: String },
+    #[error("no release{} for compatible {compatible:?} is listed in the signed targets of {repository}", version.as_ref().map(|v| format!(" {v}")).unwrap_or_default())]
+    NoRelease { compatible: String, repository: String, version: Option<semver::Version> },
     #[error(transparent)]
     Fetch(#[from] crate::tuf::FetchError),
     #[error("cannot read the downloaded manifest {}: {source}", path.display())]
@@ -86,6 +86,7 @@ pub fn fetch_repository_release(
     repository: &str,
     cache_dir: &Path,
     fallback_time: SystemTime,
+    version: Option<&semver::Version>,
 ) -> Result<(Box<dyn ReleaseSource>, VerifiedRelease), OnlineError> {
     seed_trusted_root(config)?;
     let client = TufClient::new(&tuf_dir(config), fetcher(config, repository, "metadata")?).with_fallback_time(fallback_time);
@@ -96,7 +97,8 @@ pub fn fetch_repository_release(
         let Some(info) = target.custom.clone().and_then(|c| serde_json::from_value::<ReleaseInfo>(c).ok()) else {
             continue;
         };
-        if info.compatible == config.compatible && newest.as_ref().is_none_or(|(_, v)| info.version > *v) {
+        let wanted = version.is_none_or(|v| *v == info.version);
+        if wanted && info.compatible == config.compatible && newest.as_ref().is_none_or(|(_, v)| info.version > *v) {
             newest = Some((name.clone(), info.version));
         }
     }
@@ -105,6 +107,7 @@ pub fn fetch_repository_release(
     let (name, _) = newest.ok_or_else(|| OnlineError::NoRelease {
         compatible: config.compatible.clone(),
         repository: repository.to_owned(),
+        version: version.cloned(),
     })?;
     let found = client.find_target(&trusted, &name)?;
     let manifests = cache_dir.join("manifests");
@@ -115,7 +118,13 @@ pub fn fetch_repository_release(
     let bytes = read_bounded(&destination, MAX_MANIFEST_BYTES, &name)?;
     let release = verify_release(&trusted.targets, &name, &bytes)?;
 
-    let chunks = open_source_with_cache(repository, Some(cache_dir), config.download.clone())?;
+    // Only the chunk store is read through this source; a repository written
+    // by another TUF tool has no top-level files of the old layout.
+    let chunks: Box<dyn ReleaseSource> = if is_url(repository) {
+        open_source_with_cache(repository, Some(cache_dir), config.download.clone())?
+    } else {
+        Box::new(crate::source::DirSource::new(Path::new(repository)))
+    };
     Ok((chunks, release))
 }
 
@@ -169,6 +178,17 @@ pub fn verify_bundle_release(config: &Config, source: &mut dyn ReleaseSource) ->
 pub fn store_pending_root(config: &Config, root: &[u8]) -> Result<(), OnlineError> {
     init_trusted_root(&tuf_dir(config), root, "root from the bundle's root chain")?;
     Ok(())
+}
+
+/// Returns true when the robot's trusted `targets.json` (from its last
+/// online refresh) lists the manifest `digest` with `allow_downgrade` set.
+pub fn downgrade_authorized(config: &Config, digest: &crate::format::Sha256Digest) -> bool {
+    let Ok(bytes) = std::fs::read(tuf_dir(config).join("targets.json")) else { return false };
+    let Ok(targets) = serde_json::from_slice::<Signed<tender_keys::Targets>>(&bytes) else { return false };
+    targets.signed.targets.values().any(|target| {
+        target.hashes.get("sha256").is_some_and(|hash| *hash == digest.to_hex())
+            && target.custom.as_ref().and_then(|c| c.get("allow_downgrade")).and_then(|v| v.as_bool()) == Some(true)
+    })
 }
 
 /// Converts a `SOURCE_DATE_EPOCH` into a time.

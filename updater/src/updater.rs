@@ -55,7 +55,7 @@ pub enum UpdateError {
     WrongArchitecture { release: String, found: String, expected: String },
     #[error("release {release} installs to {found} but this robot's slots are at {expected}; fix slots.base or the recipe prefix")]
     WrongPrefix { release: String, found: String, expected: String },
-    #[error("release {release} is not newer than the installed {installed}; publish a higher version")]
+    #[error("release {release} is not newer than the installed {installed}; publish a higher version, or authorise the downgrade with `tender repo allow-downgrade`")]
     NotNewer { release: String, installed: String },
     #[error("release {release} (sha256 {digest}) failed its health check on {time} and was reverted ({reason}); pass --allow-reverted to install it anyway")]
     Rejected { release: String, digest: String, time: String, reason: String },
@@ -81,6 +81,8 @@ pub enum UpdateError {
 pub struct InstallOptions {
     /// Install a release even though it was reverted before.
     pub allow_reverted: bool,
+    /// Install this version from a repository instead of the newest.
+    pub version: Option<semver::Version>,
 }
 
 /// Result of staging a release.
@@ -219,8 +221,13 @@ impl Updater {
             });
         }
         if let Some(installed) = state.committed_release() {
-            if manifest.version <= installed.version {
+            let authorized = manifest.version < installed.version
+                && (release.info().allow_downgrade || crate::online::downgrade_authorized(&self.config, &release.digest()));
+            if manifest.version <= installed.version && !authorized {
                 return Err(UpdateError::NotNewer { release: name, installed: installed.to_string() });
+            }
+            if authorized {
+                tracing::warn!(release = %name, installed = %installed, "installing an older release under a signed downgrade authorisation");
             }
         }
         if let Some(rejected) = state.is_rejected(&release.digest()) {
@@ -246,7 +253,11 @@ impl Updater {
     /// A `.tender` bundle is checked against the configured root. A
     /// repository (directory or URL) goes through the TUF client, which
     /// keeps the highest trusted metadata versions in `STATE_DIR/tuf`.
-    pub fn verified_release(&self, source_text: &str) -> Result<(Box<dyn ReleaseSource>, VerifiedRelease), UpdateError> {
+    pub fn verified_release(
+        &self,
+        source_text: &str,
+        version: Option<&semver::Version>,
+    ) -> Result<(Box<dyn ReleaseSource>, VerifiedRelease), UpdateError> {
         if Path::new(source_text).is_file() {
             let mut source = open_source_with_cache(source_text, Some(&self.cache_dir()), self.config.download.clone())?;
             let release = crate::online::verify_bundle_release(&self.config, source.as_mut())?;
@@ -257,7 +268,7 @@ impl Updater {
             .committed
             .and_then(|slot| self.slot_manifest(slot))
             .map_or(std::time::SystemTime::UNIX_EPOCH, |m| crate::online::epoch_time(m.provenance.source_date_epoch));
-        Ok(crate::online::fetch_repository_release(&self.config, source_text, &self.cache_dir(), build_time)?)
+        Ok(crate::online::fetch_repository_release(&self.config, source_text, &self.cache_dir(), build_time, version)?)
     }
 
     fn cache_dir(&self) -> PathBuf {
@@ -268,7 +279,7 @@ impl Updater {
     /// directory or an HTTP URL) and runs its trial to the end.
     pub fn install(&self, source_text: &str, options: &InstallOptions) -> Result<InstallReport, UpdateError> {
         self.recover()?;
-        let (mut source, release) = self.verified_release(source_text)?;
+        let (mut source, release) = self.verified_release(source_text, options.version.as_ref())?;
         let staged = self.stage(source.as_mut(), &release, options)?;
         let mut report = self.apply()?;
         report.stats = staged.stats;
@@ -671,6 +682,15 @@ impl Updater {
                     "slot {other} contains {other_release}, which is not earlier than the active {active_release}"
                 )));
             }
+        }
+
+        if !crate::online::downgrade_authorized(&self.config, &other_release.digest) {
+            return Err(reject(format!(
+                "going back from {} to {other_release} needs a signed downgrade authorisation; publish one with \
+                 `tender repo allow-downgrade --version {}` and let the robot refresh its metadata",
+                active_release.map(|r| r.to_string()).unwrap_or_default(),
+                other_release.version
+            )));
         }
 
         let manifest = self

@@ -246,6 +246,10 @@ pub struct ReleaseInfo {
     /// Staged rollout settings; a release without them is open to the fleet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<crate::rollout::Rollout>,
+    /// Signed authorisation to install this exact release on robots that
+    /// committed a newer one (`tender repo allow-downgrade`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_downgrade: bool,
 }
 
 impl Manifest {
@@ -256,6 +260,7 @@ impl Manifest {
             compatible: self.compatible.clone(),
             architecture: self.architecture.clone(),
             rollout: None,
+            allow_downgrade: false,
         }
     }
 }

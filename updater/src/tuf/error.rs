@@ -40,7 +40,7 @@ pub enum TufError {
     Rollback { role: String, file: String, trusted: u64, found: u64 },
 
     #[error(
-        "rejected {file}: it lists {listed} version {found}, lower than version {trusted} in the trusted {file} \
+        "rejected {file}: it lists {listed} version {found}, lower than version {trusted} in the trusted snapshot \
          (possible rollback attack); the repository must not lower the version of {listed}"
     )]
     ListedRollback { file: String, listed: String, trusted: u64, found: u64 },

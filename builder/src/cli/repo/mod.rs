@@ -3,6 +3,7 @@
 //! publish it.
 
 mod add_key;
+mod allow_downgrade;
 mod add_signature;
 mod revoke_key;
 mod rotate_root;
@@ -28,6 +29,7 @@ pub struct Args {
 #[derive(Debug, clap::Subcommand)]
 enum RepoCommand {
     AddKey(add_key::Args),
+    AllowDowngrade(allow_downgrade::Args),
     RevokeKey(revoke_key::Args),
     Threshold(threshold::Args),
     SignRoot(sign_root::Args),
@@ -39,6 +41,7 @@ enum RepoCommand {
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
         RepoCommand::AddKey(args) => add_key::run(args),
+        RepoCommand::AllowDowngrade(args) => allow_downgrade::run(args),
         RepoCommand::RevokeKey(args) => revoke_key::run(args),
         RepoCommand::Threshold(args) => threshold::run(args),
         RepoCommand::SignRoot(args) => sign_root::run(args),
