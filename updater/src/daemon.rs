@@ -1,10 +1,10 @@
 //! `tenderd run`: polls the repository, stages new releases in the
 //! background, and switches when the policy allows.
 //!
-//! Each cycle recovers an interrupted install, switches to a staged release
-//! when the switch policy allows it, and otherwise, inside the maintenance
-//! window and when the link may be used, looks for a newer release that the
-//! rollout allows this robot, and stages it. Between cycles it sleeps for the
+//! Each cycle recovers an interrupted install and switches to a staged
+//! release when the switch policy allows it. Otherwise, inside the
+//! maintenance window and when the link may be used, it looks for a newer
+//! release that the rollout allows this robot, and stages it. Between cycles it sleeps for the
 //! poll interval plus a random jitter, and tells systemd it is alive.
 
 use std::path::Path;
@@ -16,7 +16,7 @@ use crate::rollout::{eligibility, Eligibility, RobotRollout};
 use crate::state::Phase;
 use crate::updater::{InstallOptions, UpdateError, Updater};
 
-/// What one cycle did.
+/// Result of one cycle.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CycleOutcome {
     /// No newer release for this robot.
@@ -29,7 +29,7 @@ pub enum CycleOutcome {
     Deferred(String),
     /// A release was staged and waits for the switch policy.
     Staged(String),
-    /// A release was switched to; the string says how its trial ended.
+    /// A release was switched to; the string names how its trial ended.
     Applied(String),
     /// The cycle failed; the robot is unchanged or recovered.
     Failed(String),

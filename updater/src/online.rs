@@ -128,10 +128,10 @@ pub fn fetch_repository_release(
     Ok((chunks, release))
 }
 
-/// Verifies a bundle offline against the robot's trusted TUF root: walks the
-/// bundle's root chain one version at a time from the trusted root (each
-/// new root signed by the threshold of the previous one and of itself),
-/// checks the bundle's `targets.json` with the newest root, and rejects a
+/// Verifies a bundle offline against the robot's trusted TUF root. It walks
+/// the bundle's root chain one version at a time from the trusted root, each
+/// new root signed by the threshold of the previous one and of itself. Then
+/// it checks the bundle's `targets.json` with the newest root, and rejects a
 /// targets version below the one the robot already trusts.
 ///
 /// Offline, signatures, thresholds, the root chain and versions are
@@ -153,7 +153,7 @@ pub fn verify_bundle_release(config: &Config, source: &mut dyn ReleaseSource) ->
         let next = tender_keys::verify_root_update(&current, bytes, &what)
             .map_err(|e| OnlineError::TrustedRoot { path: PathBuf::from(&what), detail: e.to_string() })?;
         if next.version != *version {
-            return Err(OnlineError::TrustedRoot { path: PathBuf::from(&what), detail: format!("it says version {}", next.version) });
+            return Err(OnlineError::TrustedRoot { path: PathBuf::from(&what), detail: format!("its version field is {}", next.version) });
         }
         current = next;
         pending = Some(bytes.clone());
