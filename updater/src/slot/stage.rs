@@ -161,6 +161,16 @@ pub fn prepare<'m>(
     if remote {
         fs::create_dir_all(cache_dir).map_err(io_error("create cache directory", cache_dir))?;
     }
+    if remote {
+        let missing: Vec<Sha256Digest> = needed
+            .iter()
+            .map(|chunk| chunk.digest)
+            .filter(|digest| !cache_dir.join(format!("{digest}.zst")).exists())
+            .collect();
+        let planned: u64 = needed.iter().map(|chunk| chunk.size).sum();
+        tracing::info!(chunks = missing.len(), uncompressed_bytes = planned, "fetching chunks the robot lacks");
+        source.prefetch(&missing, MAX_STORED_CHUNK_BYTES);
+    }
     for chunk in &needed {
         let cached = cache_dir.join(format!("{}.zst", chunk.digest));
         if remote && cached.exists() {

@@ -13,6 +13,9 @@ use super::{ReleaseSource, SourceError};
 use crate::format::layout::{repo_chunk_path, repo_manifest_path, TARGETS_FILE};
 use crate::format::Sha256Digest;
 
+/// Chunk downloads in flight at once.
+const PARALLEL_DOWNLOADS: usize = 4;
+
 pub struct HttpSource {
     base: String,
     downloader: Downloader,
@@ -72,6 +75,31 @@ impl ReleaseSource for HttpSource {
         self.get(&repo_manifest_path(target_name), limit, target_name)
     }
 
+    fn prefetch(&mut self, digests: &[Sha256Digest], limit: u64) {
+        let Some(dir) = &self.partial_dir else { return };
+        if std::fs::create_dir_all(dir).is_err() {
+            return;
+        }
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        // Failures are left for chunk() to retry and report in order.
+        std::thread::scope(|scope| {
+            for _ in 0..PARALLEL_DOWNLOADS.min(digests.len()) {
+                scope.spawn(|| loop {
+                    let index = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let Some(digest) = digests.get(index) else { break };
+                    let destination = dir.join(format!("{digest}.zst"));
+                    if destination.exists() {
+                        continue;
+                    }
+                    let url = self.url(&repo_chunk_path(digest));
+                    if let Err(error) = self.downloader.download_to(&url, &destination, limit) {
+                        tracing::warn!(%url, %error, "prefetch failed; the chunk is fetched again in order");
+                    }
+                });
+            }
+        });
+    }
+
     fn chunk(&mut self, digest: &Sha256Digest, limit: u64) -> Result<Vec<u8>, SourceError> {
         let relative = repo_chunk_path(digest);
         let what = format!("chunk {digest}");
@@ -81,8 +109,10 @@ impl ReleaseSource for HttpSource {
         std::fs::create_dir_all(dir).map_err(|source| SourceError::Io { path: dir.clone(), source })?;
         let destination = dir.join(format!("{digest}.zst"));
         let url = self.url(&relative);
-        tracing::debug!(%url, "GET with resume");
-        self.downloader.download_to(&url, &destination, limit).map_err(|e| self.map_error(&what, e))?;
+        if !destination.exists() {
+            tracing::debug!(%url, "GET with resume");
+            self.downloader.download_to(&url, &destination, limit).map_err(|e| self.map_error(&what, e))?;
+        }
         let bytes = std::fs::read(&destination).map_err(|source| SourceError::Io { path: destination.clone(), source });
         let _ = std::fs::remove_file(&destination);
         bytes
@@ -90,6 +120,7 @@ impl ReleaseSource for HttpSource {
 
     fn discard_chunk(&mut self, digest: &Sha256Digest) {
         if let Some(dir) = &self.partial_dir {
+            let _ = std::fs::remove_file(dir.join(format!("{digest}.zst")));
             let _ = std::fs::remove_file(dir.join(format!("{digest}.zst.partial")));
             let _ = std::fs::remove_file(dir.join(format!("{digest}.zst.partial.etag")));
         }

@@ -62,6 +62,10 @@ pub trait ReleaseSource {
     /// Returns the stored (compressed) bytes of a chunk, at most `limit` bytes.
     fn chunk(&mut self, digest: &Sha256Digest, limit: u64) -> Result<Vec<u8>, SourceError>;
 
+    /// Starts fetching chunks that [`ReleaseSource::chunk`] will ask for, so
+    /// several are in flight at once; sources without a network do nothing.
+    fn prefetch(&mut self, _digests: &[Sha256Digest], _limit: u64) {}
+
     /// Forgets anything kept of a chunk whose bytes failed verification, so
     /// the next [`ReleaseSource::chunk`] fetches it afresh.
     fn discard_chunk(&mut self, _digest: &Sha256Digest) {}
