@@ -12,8 +12,10 @@ use crate::publish::{
 };
 use crate::signer::Signer;
 
-/// How long a snapshot written by a release stays valid, from `SOURCE_DATE_EPOCH`.
-pub const SNAPSHOT_VALIDITY: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+/// How long a snapshot written by a release stays valid, from
+/// `SOURCE_DATE_EPOCH`: as long as the targets it lists, because only a
+/// release re-signs it and the timestamp already bounds freshness.
+pub const SNAPSHOT_VALIDITY: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 
 /// How long a timestamp stays valid: from `SOURCE_DATE_EPOCH` when a release
 /// writes it, from now when `tender timestamp` re-signs it.

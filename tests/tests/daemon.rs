@@ -75,6 +75,11 @@ fn next_boot_policy_switches_after_reboot() {
     run_once(&robot);
     assert_eq!(robot.status()["state"], "staged", "no reboot happened yet");
     fs::write(robot.path("run/boot_id"), "boot-2\n").expect("reboot");
+    // A hold also keeps a staged release from being switched to.
+    expect_success(&robot.tenderd(&["hold"]), "tenderd hold");
+    run_once(&robot);
+    assert_eq!(robot.status()["state"], "staged", "the daemon switched while held");
+    expect_success(&robot.tenderd(&["resume"]), "tenderd resume");
     run_once(&robot);
     let status = robot.status();
     assert_eq!(status["version"], "1.0.1", "{status}");

@@ -87,7 +87,8 @@ fn try_cycle(updater: &Updater) -> Result<CycleOutcome, UpdateError> {
     let current_boot = boot_id(&config.boot_id_file);
 
     if state.phase == Phase::Staged {
-        let allowed = match daemon.switch {
+        let allowed = !state.held
+            && match daemon.switch {
             SwitchPolicy::Immediately => in_window(daemon.maintenance_window, now),
             SwitchPolicy::NextBoot => !current_boot.is_empty() && state.staged_boot_id.as_deref() != Some(current_boot.as_str()),
             SwitchPolicy::Manual => false,
