@@ -100,6 +100,7 @@ mod tests {
         std::fs::write(&chunk_path, b"stored").expect("write");
         let contents = BundleContents {
             root: b"{\"root\":1}",
+            root_chain: vec![(1, b"{\"root\":1}")],
             targets: b"{\"targets\":1}",
             manifest: b"{\"manifest\":1}",
             chunks: vec![(digest, chunk_path)],
@@ -126,8 +127,9 @@ mod tests {
             names.push((name, data));
         }
         assert_eq!(names[0], ("root.json".to_owned(), b"{\"root\":1}".to_vec()));
-        assert_eq!(names[1].0, "targets.json");
-        assert_eq!(names[2].0, "manifest.json");
-        assert_eq!(names[3], (format!("chunks/{digest}.zst"), b"stored".to_vec()));
+        assert_eq!(names[1].0, "roots/1.root.json");
+        assert_eq!(names[2].0, "targets.json");
+        assert_eq!(names[3].0, "manifest.json");
+        assert_eq!(names[4], (format!("chunks/{digest}.zst"), b"stored".to_vec()));
     }
 }

@@ -14,15 +14,20 @@ pub fn clean_commit(paths: &[PathBuf]) -> Option<String> {
     let first = paths.first()?;
     let directory = if first.is_dir() { first.as_path() } else { first.parent()? };
     let commit = git(directory, &["rev-parse", "HEAD"])?;
-    let absolute: Vec<String> = paths.iter().filter_map(|p| std::path::absolute(p).ok()).map(|p| p.display().to_string()).collect();
-    let mut ignore_args = vec!["check-ignore", "--quiet", "--"];
+    // Canonical paths, because git does not resolve `..` in a path it is given.
+    let absolute: Vec<String> = paths
+        .iter()
+        .filter_map(|p| std::fs::canonicalize(p).or_else(|_| std::path::absolute(p)).ok())
+        .map(|p| p.display().to_string())
+        .collect();
+    let mut ignore_args = vec!["check-ignore", "--"];
     ignore_args.extend(absolute.iter().map(String::as_str));
     if git_succeeds(directory, &ignore_args) {
         tracing::info!(directory = %directory.display(), "the sources are ignored by git, so the manifest records no source commit");
         return None;
     }
     let mut status_args = vec!["status".to_owned(), "--porcelain".to_owned(), "--".to_owned()];
-    status_args.extend(paths.iter().filter_map(|p| std::path::absolute(p).ok()).map(|p| p.display().to_string()));
+    status_args.extend(absolute.iter().cloned());
     let status_args: Vec<&str> = status_args.iter().map(String::as_str).collect();
     let status = git(directory, &status_args)?;
     if !status.is_empty() {
@@ -120,5 +125,27 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         assert_eq!(source_date_epoch(None, None, dir.path()), Ok((0, EpochSource::Zero)));
         assert_eq!(clean_commit(&[dir.path().to_owned()]), None);
+    }
+
+    #[test]
+    fn ignored_sources_record_no_commit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = dir.path();
+        let git = |args: &[&str]| {
+            let status = Command::new("git").arg("-C").arg(repo).args(args).output().expect("git");
+            assert!(status.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&status.stderr));
+        };
+        git(&["init", "--quiet"]);
+        std::fs::write(repo.join(".gitignore"), "/target\n").expect("gitignore");
+        std::fs::create_dir_all(repo.join("src")).expect("src");
+        std::fs::write(repo.join("src/recipe.toml"), "name = \"x\"\n").expect("recipe");
+        git(&["add", "."]);
+        git(&["-c", "user.name=t", "-c", "user.email=t@localhost", "commit", "--quiet", "-m", "init"]);
+        std::fs::create_dir_all(repo.join("target/copy")).expect("copy");
+        std::fs::write(repo.join("target/copy/recipe.toml"), "name = \"x\"\n").expect("copied recipe");
+
+        assert!(clean_commit(&[repo.join("src"), repo.join("src/recipe.toml")]).is_some());
+        let through_dots = repo.join("src/../target/copy");
+        assert_eq!(clean_commit(&[through_dots.clone(), through_dots.join("recipe.toml")]), None);
     }
 }

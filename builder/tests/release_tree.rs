@@ -215,13 +215,14 @@ fn bundle_holds_metadata_then_sorted_chunks() {
         members.push((name, data));
     }
     let names: Vec<&str> = members.iter().map(|(name, _)| name.as_str()).collect();
-    assert_eq!(names[..3], ["root.json", "targets.json", "manifest.json"]);
-    let chunk_names = &names[3..];
+    assert_eq!(names[..4], ["root.json", "roots/1.root.json", "targets.json", "manifest.json"]);
+    let chunk_names = &names[4..];
     assert!(chunk_names.windows(2).all(|pair| pair[0] < pair[1]), "chunks not sorted");
     assert_eq!(chunk_names.len() as u64, summary.store.unique_chunks);
     assert_eq!(members[0].1, read(&keys.join("root.json")));
-    assert_eq!(members[1].1, read(&summary.repo.join("targets.json")));
-    assert_eq!(members[2].1, read(&summary.manifest_path));
+    assert_eq!(members[1].1, read(&keys.join("root.json")), "root version 1 is the keys' root");
+    assert_eq!(members[2].1, read(&summary.repo.join("targets.json")));
+    assert_eq!(members[3].1, read(&summary.manifest_path));
 }
 
 #[test]

@@ -5,11 +5,11 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::tuf_repo::Server;
 use common::robot::{describe_tree, sourced_environment, Robot};
 use common::{expect_success, fixture, stderr, stdout};
 
@@ -275,53 +275,10 @@ fn downgrade_install_needs_authorisation() {
     assert_eq!(robot.status()["version"], "1.0.0");
 }
 
-/// Serves a directory with Python's `http.server` on 127.0.0.1 and stops it
-/// when dropped.
-struct HttpServer {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl HttpServer {
-    fn start(dir: &Path) -> Self {
-        let mut child = Command::new(common::venv().join("bin/python3"))
-            .args(["-u", "-m", "http.server", "--bind", "127.0.0.1", "0", "--directory"])
-            .arg(dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start http.server");
-        let stdout = child.stdout.take().expect("server stdout");
-        let mut line = String::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut reader = BufReader::new(stdout);
-        while !line.contains(" port ") && Instant::now() < deadline {
-            line.clear();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                break;
-            }
-        }
-        let port = line
-            .split(" port ")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("http.server did not report its port: {line:?}"));
-        Self { child, port }
-    }
-}
-
-impl Drop for HttpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn install_from_http_repository() {
     let fixture = fixture();
-    let server = HttpServer::start(&fixture.repo);
+    let server = Server::static_files(&fixture.repo);
     let robot = Robot::new(&fixture.keys);
     install_ok(&robot, &fixture.bundle_100);
     let url = format!("http://127.0.0.1:{}/", server.port);

@@ -10,11 +10,11 @@
 mod common;
 
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::{Command, Output};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use common::tuf_repo::Server;
 use common::{bin, expect_success, fixture, run, stderr, stdout, venv};
 use sha2::{Digest, Sha256};
 
@@ -143,55 +143,10 @@ fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// `python -m http.server` on 127.0.0.1 with a port the system chooses.
-struct HttpServer {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl HttpServer {
-    fn start(dir: &Path) -> Self {
-        let mut child = Command::new(venv().join("bin/python3"))
-            .args(["-u", "-m", "http.server", "--bind", "127.0.0.1", "0", "--directory"])
-            .arg(dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start http.server");
-        let mut reader = BufReader::new(child.stdout.take().expect("server stdout"));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut line = String::new();
-        while !line.contains(" port ") && Instant::now() < deadline {
-            line.clear();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                break;
-            }
-        }
-        let port = line
-            .split(" port ")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|port| port.parse().ok())
-            .unwrap_or_else(|| panic!("http.server did not print its port: {line:?}"));
-        Self { child, port }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for HttpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Runs the python-tuf client against the repository of `setup` with a
 /// fresh client directory that trusts `trusted_root`, and returns its report.
 fn python_tuf(setup: &Setup, client: &str, trusted_root: &Path, target: &str) -> serde_json::Value {
-    let server = HttpServer::start(&setup.repo());
+    let server = Server::static_files(&setup.repo());
     let client_dir = setup.dir.path().join(client);
     let meta = client_dir.join("metadata");
     let downloads = client_dir.join("downloads");
@@ -202,7 +157,7 @@ fn python_tuf(setup: &Setup, client: &str, trusted_root: &Path, target: &str) ->
     fs::write(&script, TUF_CLIENT).expect("client script");
     let output = run(Command::new(venv().join("bin/python3"))
         .arg(&script)
-        .arg(server.url())
+        .arg(server.url("").trim_end_matches('/'))
         .arg(&meta)
         .arg(&downloads)
         .arg(target));
