@@ -233,9 +233,26 @@ fn rollback_and_commit_commands() {
     assert_eq!(status["active_slot"], "a");
     assert_eq!(status["state"], "committed");
 
+    // A rollback holds the robot, so the daemon does not update it again.
+    assert_eq!(status["held"], true);
+
     let again = robot.tenderd(&["rollback"]);
     assert!(!again.status.success());
     assert!(stderr(&again).contains("not earlier"), "{}", stderr(&again));
+}
+
+#[test]
+fn refresh_brings_downgrade_authorisation() {
+    let fixture = fixture();
+    let robot = Robot::new(&fixture.keys);
+    install_ok(&robot, &fixture.bundle_100);
+    install_ok(&robot, &fixture.bundle_101);
+    let repo = authorised_repo_copy(fixture, "refresh");
+    let refreshed = expect_success(&robot.tenderd(&["refresh", &repo.display().to_string()]), "tenderd refresh");
+    assert!(refreshed.contains("downgrade allowed: ecar-4wd4ws-1.0.0.manifest.json"), "{refreshed}");
+    assert_eq!(robot.status()["version"], "1.0.1", "refresh must not install anything");
+    expect_success(&robot.tenderd(&["rollback"]), "rollback after refresh");
+    assert_eq!(robot.status()["version"], "1.0.0");
 }
 
 /// Copies the fixture repository and signs a downgrade authorisation for
@@ -294,7 +311,7 @@ fn install_from_http_repository() {
 
     let again = robot.tenderd(&["install", &url]);
     assert!(!again.status.success());
-    assert!(stderr(&again).contains("not newer"), "{}", stderr(&again));
+    assert!(stderr(&again).contains("already installed"), "{}", stderr(&again));
 }
 
 #[test]

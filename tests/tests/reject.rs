@@ -175,9 +175,9 @@ fn wrong_compatible_is_rejected() {
 fn equal_and_older_versions_are_rejected() {
     let fixture = fixture();
     let robot = robot_with_100();
-    assert_rejected(&robot, &fixture.bundle_100, "not newer");
+    assert_rejected(&robot, &fixture.bundle_100, "already installed");
     expect_success(&robot.install(&fixture.bundle_101), "install 1.0.1");
-    assert_rejected(&robot, &fixture.bundle_100, "not newer");
+    assert_rejected(&robot, &fixture.bundle_100, "older than the installed");
 }
 
 #[test]

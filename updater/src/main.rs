@@ -13,6 +13,15 @@ use tender_updater::state::{Phase, State};
 use tender_updater::status::{event_line, Status};
 use tender_updater::updater::{InstallOptions, Updater};
 
+/// Writes a line to stdout; a closed pipe (`tenderd status | head -1`)
+/// surfaces as an error that `main` treats as success.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
+
 /// Exit code of an install whose release failed its trial and was reverted.
 const EXIT_REVERTED: u8 = 2;
 
@@ -70,6 +79,12 @@ enum Command {
     },
     /// Switch to the staged release now and run its health check.
     Apply,
+    /// Refresh the trusted TUF metadata from a repository (URL or directory) without installing.
+    Refresh {
+        repository: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Stop the daemon from staging or switching new releases.
     Hold,
     /// Let the daemon stage and switch new releases again.
@@ -97,18 +112,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let state = State::load(&config.state_dir)?;
             let status = Status::new(&state, &DirectorySlots::new(&config.slots_base));
             if json {
-                println!("{}", serde_json::to_string_pretty(&status)?);
+                out!("{}", serde_json::to_string_pretty(&status)?);
             } else {
-                println!("{}", status.to_text());
+                out!("{}", status.to_text());
             }
         }
         Command::History { json } => {
             let state = State::load(&config.state_dir)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&state.history)?);
+                out!("{}", serde_json::to_string_pretty(&state.history)?);
             } else {
                 for event in &state.history {
-                    println!("{}", event_line(event));
+                    out!("{}", event_line(event));
                 }
             }
         }
@@ -118,10 +133,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .install(&source, &InstallOptions { allow_reverted, version })
                 .with_context(|| format!("install from {source} failed"))?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                out!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                println!("{} in slot {}: {} ({})", report.release, report.slot, report.phase, report.detail);
-                println!(
+                out!("{} in slot {}: {} ({})", report.release, report.slot, report.phase, report.detail);
+                out!(
                     "staged: {} files kept, {} copied, {} rebuilt; {} bytes written, {} chunks fetched ({} bytes)",
                     report.stats.files_kept,
                     report.stats.files_copied,
@@ -137,39 +152,60 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Rollback => {
             let release = Updater::open(config)?.rollback()?;
-            println!("rolled back to {release}");
+            out!("rolled back to {release}");
         }
         Command::Commit => {
             let release = Updater::open(config)?.commit()?;
-            println!("committed {release}");
+            out!("committed {release}");
         }
         Command::Recover => {
             let updater = Updater::open(config)?;
             updater.recover()?;
             let state = updater.load_state()?;
-            println!("{}", Status::new(&state, updater.slots()).to_text());
+            out!("{}", Status::new(&state, updater.slots()).to_text());
         }
         Command::Run { once } => {
             tender_updater::daemon::run(&config, once.then_some(1));
         }
         Command::Apply => {
             let report = Updater::open(config)?.apply()?;
-            println!("{} in slot {}: {} ({})", report.release, report.slot, report.phase, report.detail);
+            out!("{} in slot {}: {} ({})", report.release, report.slot, report.phase, report.detail);
             if report.phase != Phase::Committed {
                 return Ok(ExitCode::from(EXIT_REVERTED));
             }
         }
+        Command::Refresh { repository, json } => {
+            let report = Updater::open(config)?.refresh(&repository)?;
+            if json {
+                out!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                out!(
+                    "trusted root {}, timestamp {}, snapshot {}, targets {}",
+                    report.root, report.timestamp, report.snapshot, report.targets
+                );
+                for target in &report.downgrades {
+                    out!("downgrade allowed: {target}");
+                }
+            }
+        }
         Command::Hold => {
             Updater::open(config)?.set_hold(true)?;
-            println!("held: the daemon stages and switches nothing new until `tenderd resume`");
+            out!("held: the daemon stages and switches nothing new until `tenderd resume`");
         }
         Command::Resume => {
             Updater::open(config)?.set_hold(false)?;
-            println!("resumed");
+            out!("resumed");
         }
         Command::TufClient(_) => unreachable!("handled before the configuration is loaded"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error
+        .chain()
+        .filter_map(|cause| cause.downcast_ref::<std::io::Error>())
+        .any(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
 }
 
 fn main() -> ExitCode {
@@ -184,6 +220,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
+        Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("tenderd: error: {}", tender_updater::error_line(error.as_ref()));
             ExitCode::FAILURE

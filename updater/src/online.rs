@@ -77,6 +77,39 @@ fn seed_trusted_root(config: &Config) -> Result<(), OnlineError> {
     Ok(())
 }
 
+/// Versions of the trusted metadata after a refresh.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RefreshReport {
+    pub root: u64,
+    pub timestamp: u64,
+    pub snapshot: u64,
+    pub targets: u64,
+    /// Releases the trusted targets authorise as downgrades.
+    pub downgrades: Vec<String>,
+}
+
+/// Refreshes the trusted metadata from `repository` without downloading a
+/// release.
+pub fn refresh_repository(config: &Config, repository: &str, fallback_time: SystemTime) -> Result<RefreshReport, OnlineError> {
+    seed_trusted_root(config)?;
+    let client = TufClient::new(&tuf_dir(config), fetcher(config, repository, "metadata")?).with_fallback_time(fallback_time);
+    let trusted = client.refresh()?;
+    let downgrades = trusted
+        .targets
+        .targets
+        .iter()
+        .filter(|(_, target)| target.custom.as_ref().and_then(|c| c.get("allow_downgrade")).and_then(|v| v.as_bool()) == Some(true))
+        .map(|(name, _)| name.clone())
+        .collect();
+    Ok(RefreshReport {
+        root: trusted.root.version,
+        timestamp: trusted.timestamp.version,
+        snapshot: trusted.snapshot.version,
+        targets: trusted.targets.version,
+        downgrades,
+    })
+}
+
 /// Refreshes the trusted metadata from `repository` (a URL or a directory),
 /// verifies the newest release for this robot and returns it with a source
 /// for its chunks. `fallback_time` is used for expiry checks when the time

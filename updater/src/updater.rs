@@ -55,8 +55,10 @@ pub enum UpdateError {
     WrongArchitecture { release: String, found: String, expected: String },
     #[error("release {release} installs to {found} but this robot's slots are at {expected}; fix slots.base or the recipe prefix")]
     WrongPrefix { release: String, found: String, expected: String },
-    #[error("release {release} is not newer than the installed {installed}; publish a higher version, or authorise the downgrade with `tender repo allow-downgrade`")]
-    NotNewer { release: String, installed: String },
+    #[error("release {release} is already installed; publish a higher version")]
+    AlreadyInstalled { release: String },
+    #[error("release {release} is older than the installed {installed}; authorise the downgrade with `tender repo allow-downgrade --version {version}`, then install it again")]
+    NotNewer { release: String, installed: String, version: semver::Version },
     #[error("release {release} (sha256 {digest}) failed its health check on {time} and was reverted ({reason}); pass --allow-reverted to install it anyway")]
     Rejected { release: String, digest: String, time: String, reason: String },
     #[error("a trial of {release} is under way; run `tenderd commit` or `tenderd rollback` first")]
@@ -223,8 +225,11 @@ impl Updater {
         if let Some(installed) = state.committed_release() {
             let authorized = manifest.version < installed.version
                 && (release.info().allow_downgrade || crate::online::downgrade_authorized(&self.config, &release.digest()));
-            if manifest.version <= installed.version && !authorized {
-                return Err(UpdateError::NotNewer { release: name, installed: installed.to_string() });
+            if manifest.version == installed.version {
+                return Err(UpdateError::AlreadyInstalled { release: name });
+            }
+            if manifest.version < installed.version && !authorized {
+                return Err(UpdateError::NotNewer { release: name, installed: installed.to_string(), version: manifest.version.clone() });
             }
             if authorized {
                 tracing::warn!(release = %name, installed = %installed, "installing an older release under a signed downgrade authorisation");
@@ -245,6 +250,18 @@ impl Updater {
             return Err(UpdateError::TrialUnderWay { release });
         }
         Ok(())
+    }
+
+    /// Refreshes the trusted TUF metadata from a repository without
+    /// installing anything, so that, say, a downgrade authorisation reaches
+    /// the robot. Returns the versions now trusted.
+    pub fn refresh(&self, repository: &str) -> Result<crate::online::RefreshReport, UpdateError> {
+        let state = self.load_state()?;
+        let build_time = state
+            .committed
+            .and_then(|slot| self.slot_manifest(slot))
+            .map_or(std::time::SystemTime::UNIX_EPOCH, |m| crate::online::epoch_time(m.provenance.source_date_epoch));
+        Ok(crate::online::refresh_repository(&self.config, repository, build_time)?)
     }
 
     /// Opens a source and verifies the release it offers against the
@@ -687,7 +704,7 @@ impl Updater {
         if !crate::online::downgrade_authorized(&self.config, &other_release.digest) {
             return Err(reject(format!(
                 "going back from {} to {other_release} needs a signed downgrade authorisation; publish one with \
-                 `tender repo allow-downgrade --version {}` and let the robot refresh its metadata",
+                 `tender repo allow-downgrade --version {}`, then run `tenderd refresh REPOSITORY` on the robot",
                 active_release.map(|r| r.to_string()).unwrap_or_default(),
                 other_release.version
             )));
@@ -709,7 +726,10 @@ impl Updater {
         state.committed = Some(other);
         state.target = None;
         state.health_failures = 0;
-        state.record("rolled back", Some(other), Some(other_release.clone()), "");
+        // Otherwise the daemon would install the newer release again at its
+        // next poll; `tenderd resume` lifts the hold.
+        state.held = true;
+        state.record("rolled back", Some(other), Some(other_release.clone()), "held until `tenderd resume`");
         self.save(&state)?;
         Ok(other_release)
     }

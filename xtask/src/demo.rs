@@ -17,8 +17,12 @@ use crate::workspace::{cargo, root, run_checked, target_dir};
 #[derive(Debug, clap::Args)]
 pub struct Args {}
 
-/// `SOURCE_DATE_EPOCH` of the demo releases: 2026-01-01T00:00:00Z.
-const SOURCE_DATE_EPOCH: &str = "1767225600";
+/// `SOURCE_DATE_EPOCH` of the demo releases: the start of the current UTC
+/// day, so the TUF metadata the demo publishes is fresh for a day.
+fn source_date_epoch() -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    (now - now % 86_400).to_string()
+}
 
 /// Stand-in for systemctl on the simulated robot, which has no systemd.
 const DEMO_SYSTEMCTL: &str = "#!/bin/sh\necho \"  [robot] systemctl $1 $2\" >&2\nexit 0\n";
@@ -62,7 +66,7 @@ pub fn run(_args: Args) -> anyhow::Result<()> {
                 .arg(&keys)
                 .arg("--colcon-venv")
                 .arg(&venv)
-                .env("SOURCE_DATE_EPOCH", SOURCE_DATE_EPOCH),
+                .env("SOURCE_DATE_EPOCH", source_date_epoch()),
         )
     };
     let servo = source.join("ecar-ws/src/servo_controller/include/servo_controller");
@@ -74,7 +78,7 @@ pub fn run(_args: Args) -> anyhow::Result<()> {
     release("1.0.2")?;
 
     step("auditing the repository");
-    run_checked(Command::new(&tender).arg("verify").arg(dist.join("repo")).arg("--root").arg(keys.join("root.json")))?;
+    run_checked(Command::new(&tender).arg("audit").arg(dist.join("repo")).arg("--root").arg(keys.join("root.json")))?;
 
     let robot = demo.join("robot");
     make_robot(&robot, &keys)?;

@@ -117,9 +117,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         if expired {
             tracing::warn!(
                 "timestamp.json expired at {} (SOURCE_DATE_EPOCH plus one day), so TUF clients reject the \
-                 repository until `tender timestamp --repo {}` signs a current one",
+                 repository until `tender timestamp --repo {} --key {}` signs a current one",
                 published.timestamp_expires,
-                summary.repo.display()
+                summary.repo.display(),
+                request.keys.join("timestamp.key").display()
             );
         }
     }

@@ -19,7 +19,7 @@ use tender_keys::{format_time, Role, Signed, Targets};
 /// How long the re-signed targets.json stays valid.
 const TARGETS_VALIDITY: Duration = Duration::from_secs(365 * 86_400);
 
-/// Authorise robots to install an older release: re-sign targets.json with that release marked.
+/// Authorise robots to install an older release (or withdraw it): re-sign targets.json with that release marked.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Repository directory (OUT/repo of `tender release`).
@@ -29,6 +29,10 @@ pub struct Args {
     /// Version of the release robots may go back to, such as 1.0.0.
     #[arg(long, value_name = "X.Y.Z")]
     version: semver::Version,
+
+    /// Withdraw the authorisation instead of granting it.
+    #[arg(long)]
+    revoke: bool,
 
     /// Release name, when the repository lists several.
     #[arg(long, value_name = "NAME")]
@@ -67,7 +71,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let version_matches = custom.get("version").and_then(|v| v.as_str()) == Some(args.version.to_string().as_str());
         let name_matches = args.name.as_deref().is_none_or(|name| custom.get("name").and_then(|v| v.as_str()) == Some(name));
         if version_matches && name_matches {
-            custom.insert("allow_downgrade".to_owned(), serde_json::Value::Bool(true));
+            if args.revoke {
+                custom.remove("allow_downgrade");
+            } else {
+                custom.insert("allow_downgrade".to_owned(), serde_json::Value::Bool(true));
+            }
             marked.push(target_name.clone());
         }
     }
@@ -98,9 +106,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // The top-level copy of the old layout stays equal to metadata/targets.json.
     let legacy = args.repo.join("targets.json");
     tender_builder::fsutil::write_atomic(&legacy, &targets_bytes).with_context(|| format!("cannot write {}", legacy.display()))?;
+    let outcome = if args.revoke { "may no longer be installed as a downgrade" } else { "may be installed as a downgrade" };
     writeln!(
         std::io::stdout().lock(),
-        "{} may be installed as a downgrade: targets.json version {}, snapshot {}, timestamp {}",
+        "{} {outcome}: targets.json version {}, snapshot {}, timestamp {}",
         marked[0],
         published.targets,
         published.snapshot,
