@@ -232,3 +232,19 @@ fn invalid_configuration_is_rejected() {
     assert!(message.contains("updater.toml"), "{message}");
     assert_eq!(before, robot.snapshot());
 }
+
+#[test]
+fn rejection_on_new_robot_writes_no_state() {
+    let fixture = fixture();
+    let robot = Robot::new(&fixture.keys);
+    let stranger = tender_keys::PrivateKey::generate();
+    let bundle = forged("untrusted-key-new-robot", |members| {
+        let manifest = manifest_json(members);
+        resign_manifest(members, &manifest, &stranger);
+    });
+    let output = robot.install(&bundle);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(!robot.path("var/lib/tender/tuf/root.json").exists(), "a rejected bundle stored a trusted root");
+    assert!(!robot.path("var/lib/tender/state.json").exists(), "a rejected bundle wrote the state");
+    assert!(!robot.path("opt/ecar/current").exists());
+}

@@ -171,12 +171,26 @@ pub fn fetch_repository_release(
 /// enforced, but no expiry: a bundle may wait on a USB stick for months,
 /// and a robot without a real-time clock cannot tell how long.
 pub fn verify_bundle_release(config: &Config, source: &mut dyn ReleaseSource) -> Result<VerifiedRelease, OnlineError> {
-    seed_trusted_root(config)?;
     let dir = tuf_dir(config);
-    let stored = read_bounded(&dir.join("root.json"), MAX_ROOT_BYTES, "trusted root")?;
-    let mut current = tender_keys::verify_root(&stored, &dir.join("root.json").display().to_string())
-        .map_err(|e| OnlineError::TrustedRoot { path: dir.join("root.json"), detail: e.to_string() })?;
-    let mut pending = None;
+    // The robot starts from its stored TUF root, or from the configured one
+    // when that is missing or newer. A configured root is stored only once
+    // the release verified, so a rejected bundle leaves the state as it was.
+    let configured_path = config.trusted_root.clone();
+    let configured = read_bounded(&configured_path, MAX_ROOT_BYTES, "trusted root")
+        .map_err(|e| OnlineError::TrustedRoot { path: configured_path.clone(), detail: e.to_string() })?;
+    let version_of = |bytes: &[u8]| serde_json::from_slice::<Signed<Root>>(bytes).ok().map(|r| r.signed.version);
+    let stored = read_bounded(&dir.join("root.json"), MAX_ROOT_BYTES, "trusted root").ok();
+    let use_configured = match &stored {
+        Some(bytes) => version_of(&configured) > version_of(bytes),
+        None => true,
+    };
+    let (start, start_path) = match (use_configured, stored) {
+        (false, Some(bytes)) => (bytes, dir.join("root.json")),
+        _ => (configured.clone(), configured_path.clone()),
+    };
+    let mut current = tender_keys::verify_root(&start, &start_path.display().to_string())
+        .map_err(|e| OnlineError::TrustedRoot { path: start_path.clone(), detail: e.to_string() })?;
+    let mut pending = use_configured.then(|| start.clone());
     let chain = source.root_chain();
     for (version, bytes) in chain.range(current.version + 1..) {
         let what = format!("roots/{version}.root.json of {}", source.describe());
