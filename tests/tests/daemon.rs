@@ -4,16 +4,11 @@
 mod common;
 
 use std::fs;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use common::forge::release_key;
 use common::robot::Robot;
-use common::{expect_success, fixture, stdout};
+use common::{expect_success, fixture};
 use tender_e2e::fault_server::{Fault, FaultServer};
-use std::collections::BTreeMap;
-
-use sha2::{Digest, Sha256};
-use tender_keys::{MetaFile, PrivateKey, Signed, Snapshot, Targets, Timestamp};
 
 /// A robot running 1.0.0 whose daemon polls `source`.
 fn robot_polling(source: &str, daemon: &str) -> Robot {
@@ -115,56 +110,30 @@ fn maintenance_window_defers_downloads() {
     assert!(server.requests().is_empty(), "the daemon downloaded outside its window");
 }
 
-/// Copies the repository and publishes new TUF metadata that gives 1.0.1
-/// the rollout settings `rollout`: targets, snapshot and timestamp, each one
-/// version up and signed with its role's key.
-fn repo_with_rollout(name: &str, rollout: serde_json::Value) -> std::path::PathBuf {
+/// Copies the repository and sets the rollout of 1.0.1 with
+/// `tender repo rollout ARGS…`.
+fn repo_with_rollout(name: &str, args: &[&str]) -> std::path::PathBuf {
     let fixture = fixture();
     let copy = fixture.dir.join(format!("repo-{name}"));
     let _ = fs::remove_dir_all(&copy);
     let status = std::process::Command::new("cp").arg("-a").arg(&fixture.repo).arg(&copy).status().expect("cp");
     assert!(status.success());
-    let metadata = copy.join("metadata");
-    let key = |file: &str| PrivateKey::load(&fixture.keys.join(file)).expect("key");
-    let read = |file: &str| fs::read(metadata.join(file)).expect("metadata");
-    let meta_file = |version: u64, bytes: &[u8]| MetaFile {
-        version,
-        length: Some(bytes.len() as u64),
-        hashes: Some(BTreeMap::from([("sha256".to_owned(), hex::encode(Sha256::digest(bytes)))])),
-    };
-
-    let mut targets: Signed<Targets> = serde_json::from_slice(&read("targets.json")).expect("targets");
-    for target in targets.signed.targets.values_mut() {
-        let custom = target.custom.as_mut().expect("custom");
-        if custom["version"] == "1.0.1" {
-            custom["rollout"] = rollout.clone();
-        }
-    }
-    targets.signed.version += 1;
-    let targets_version = targets.signed.version;
-    let targets_bytes = Signed::sign(targets.signed, &[&release_key(&fixture.keys)]).expect("sign").to_canonical_json().expect("json");
-    fs::write(metadata.join(format!("{targets_version}.targets.json")), &targets_bytes).expect("write");
-    fs::write(metadata.join("targets.json"), &targets_bytes).expect("write");
-
-    let mut snapshot: Signed<Snapshot> = serde_json::from_slice(&read("snapshot.json")).expect("snapshot");
-    snapshot.signed.meta.insert("targets.json".to_owned(), meta_file(targets_version, &targets_bytes));
-    snapshot.signed.version += 1;
-    let snapshot_version = snapshot.signed.version;
-    let snapshot_bytes = Signed::sign(snapshot.signed, &[&key("snapshot.key")]).expect("sign").to_canonical_json().expect("json");
-    fs::write(metadata.join(format!("{snapshot_version}.snapshot.json")), &snapshot_bytes).expect("write");
-    fs::write(metadata.join("snapshot.json"), &snapshot_bytes).expect("write");
-
-    let mut timestamp: Signed<Timestamp> = serde_json::from_slice(&read("timestamp.json")).expect("timestamp");
-    timestamp.signed.meta.insert("snapshot.json".to_owned(), meta_file(snapshot_version, &snapshot_bytes));
-    timestamp.signed.version += 1;
-    let timestamp_bytes = Signed::sign(timestamp.signed, &[&key("timestamp.key")]).expect("sign").to_canonical_json().expect("json");
-    fs::write(metadata.join("timestamp.json"), &timestamp_bytes).expect("write");
+    let key = |file: &str| fixture.keys.join(file).display().to_string();
+    let output = common::run(
+        std::process::Command::new(common::bin("tender"))
+            .args(["repo", "rollout", "--repo"])
+            .arg(&copy)
+            .args(["--version", "1.0.1", "--key", &key("release.key")])
+            .args(["--snapshot-key", &key("snapshot.key"), "--timestamp-key", &key("timestamp.key")])
+            .args(args),
+    );
+    expect_success(&output, "tender repo rollout");
     copy
 }
 
 #[test]
 fn paused_rollout_halts_the_fleet() {
-    let repo = repo_with_rollout("paused", serde_json::json!({"paused": true}));
+    let repo = repo_with_rollout("paused", &["--pause"]);
     let robot = robot_polling(&repo.display().to_string(), "");
     let output = robot.tenderd(&["run", "--once"]);
     expect_success(&output, "run with a paused rollout");
@@ -173,16 +142,25 @@ fn paused_rollout_halts_the_fleet() {
 
 #[test]
 fn rollout_waves_open_in_time() {
-    let past = humantime::format_rfc3339_seconds(SystemTime::now() - Duration::from_secs(3600)).to_string();
-    let future = humantime::format_rfc3339_seconds(SystemTime::now() + Duration::from_secs(86_400)).to_string();
-    let closed = repo_with_rollout("closed", serde_json::json!({"waves": [{"start": past, "percent": 0}, {"start": future, "percent": 100}]}));
+    // The first wave lets no robot in; everyone a day later.
+    let closed = repo_with_rollout("closed", &["--waves", "0s:0", "1d:100"]);
     let robot = robot_polling(&closed.display().to_string(), "");
     run_once(&robot);
     assert_eq!(robot.status()["version"], "1.0.0", "the first wave allows no robot");
 
-    let open = repo_with_rollout("open", serde_json::json!({"waves": [{"start": past, "percent": 100}]}));
+    let open = repo_with_rollout("open", &["--waves", "0s:100"]);
     let robot = robot_polling(&open.display().to_string(), "");
     run_once(&robot);
     assert_eq!(robot.status()["version"], "1.0.1");
-    let _ = stdout;
+}
+
+#[test]
+fn beta_release_skips_stable_robots() {
+    let repo = repo_with_rollout("beta", &["--channel", "beta"]);
+    let robot = robot_polling(&repo.display().to_string(), "");
+    run_once(&robot);
+    assert_eq!(robot.status()["version"], "1.0.0", "a stable robot installed a beta release");
+    let beta = robot_polling(&repo.display().to_string(), "channel = \"beta\"");
+    run_once(&beta);
+    assert_eq!(beta.status()["version"], "1.0.1");
 }

@@ -4,6 +4,8 @@
 
 mod add_key;
 mod allow_downgrade;
+mod retarget;
+mod rollout;
 mod add_signature;
 mod revoke_key;
 mod rotate_root;
@@ -30,6 +32,7 @@ pub struct Args {
 enum RepoCommand {
     AddKey(add_key::Args),
     AllowDowngrade(allow_downgrade::Args),
+    Rollout(rollout::Args),
     RevokeKey(revoke_key::Args),
     Threshold(threshold::Args),
     SignRoot(sign_root::Args),
@@ -42,6 +45,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
         RepoCommand::AddKey(args) => add_key::run(args),
         RepoCommand::AllowDowngrade(args) => allow_downgrade::run(args),
+        RepoCommand::Rollout(args) => rollout::run(args),
         RepoCommand::RevokeKey(args) => revoke_key::run(args),
         RepoCommand::Threshold(args) => threshold::run(args),
         RepoCommand::SignRoot(args) => sign_root::run(args),
