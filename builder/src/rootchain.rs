@@ -123,7 +123,7 @@ pub fn publish_root(repo: &Repository, chain: Option<&RootChain>, bytes: &[u8], 
         None => (verify_root(bytes, what).map_err(invalid)?, 1),
     };
     check_version(&root, expected, what)?;
-    if !parse_time(&root.expires).is_some_and(|expires| expires > SystemTime::now()) {
+    if parse_time(&root.expires).is_none_or(|expires| expires <= SystemTime::now()) {
         return Err(RootChainError::Expired { what: what.to_owned(), expires: root.expires.clone() });
     }
     repo.publish(ROOT_FILE, root.version, bytes)?;

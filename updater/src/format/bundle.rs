@@ -55,7 +55,7 @@ impl BundleReader {
         let io = |source| BundleError::Io { path: path.to_owned(), source };
         let truncated = |detail: String| BundleError::Truncated { path: path.to_owned(), detail };
         let mut file = File::open(path).map_err(io)?;
-        check_end_marker(&mut file).map_err(|detail| truncated(detail))?;
+        check_end_marker(&mut file).map_err(truncated)?;
 
         let mut root = None;
         let mut targets = None;
