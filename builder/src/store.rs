@@ -88,10 +88,11 @@ impl ChunkStore {
 
     /// Stores one chunk unless this release or an earlier one already did.
     fn add_chunk(&mut self, data: &[u8]) -> Result<ChunkRef, StoreError> {
-        let chunk = ChunkRef { digest: Sha256Digest::of(data), size: data.len() as u64 };
+        let mut chunk = ChunkRef { digest: Sha256Digest::of(data), size: data.len() as u64, stored: 0 };
         self.stats.chunk_refs += 1;
-        if self.chunks.contains_key(&chunk.digest) {
+        if let Some(stored_len) = self.chunks.get(&chunk.digest) {
             self.stats.deduplicated_bytes += chunk.size;
+            chunk.stored = *stored_len;
             return Ok(chunk);
         }
         let path = self.chunk_path(&chunk.digest);
@@ -105,6 +106,7 @@ impl ChunkStore {
         self.chunks.insert(chunk.digest, stored_len);
         self.stats.unique_chunks += 1;
         self.stats.compressed_bytes += stored_len;
+        chunk.stored = stored_len;
         Ok(chunk)
     }
 

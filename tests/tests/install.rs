@@ -307,6 +307,8 @@ fn install_from_http_repository() {
     let fetched = stats["chunks_fetched"].as_u64().unwrap_or(u64::MAX);
     assert!(fetched >= 1, "{stats}");
     assert!(fetched <= 4, "{stats}");
+    // The bytes to fetch were known before the download started.
+    assert_eq!(stats["bytes_planned"], stats["bytes_fetched"], "{stats}");
     assert_eq!(robot.status()["version"], "1.0.1");
 
     let again = robot.tenderd(&["install", &url]);

@@ -137,13 +137,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 out!("{} in slot {}: {} ({})", report.release, report.slot, report.phase, report.detail);
                 out!(
-                    "staged: {} files kept, {} copied, {} rebuilt; {} bytes written, {} chunks fetched ({} bytes)",
+                    "staged: {} files kept, {} copied, {} rebuilt; {} bytes written, {} chunks fetched ({} bytes, {} planned)",
                     report.stats.files_kept,
                     report.stats.files_copied,
                     report.stats.files_rebuilt,
                     report.stats.bytes_written,
                     report.stats.chunks_fetched,
                     report.stats.bytes_fetched,
+                    report.stats.bytes_planned,
                 );
             }
             if report.phase != Phase::Committed {

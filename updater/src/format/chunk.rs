@@ -54,8 +54,9 @@ mod tests {
     use super::*;
 
     fn stored(plain: &[u8]) -> (ChunkRef, Vec<u8>) {
-        let chunk = ChunkRef { digest: Sha256Digest::of(plain), size: plain.len() as u64 };
-        (chunk, zstd::encode_all(plain, 3).expect("compress"))
+        let stored = zstd::encode_all(plain, 3).expect("compress");
+        let chunk = ChunkRef { digest: Sha256Digest::of(plain), size: plain.len() as u64, stored: stored.len() as u64 };
+        (chunk, stored)
     }
 
     #[test]

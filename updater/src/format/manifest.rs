@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
-use crate::format::limits::{MAX_CHUNK_BYTES, MAX_ENTRIES, MAX_XATTR_BYTES};
+use crate::format::limits::{MAX_CHUNK_BYTES, MAX_ENTRIES, MAX_STORED_CHUNK_BYTES, MAX_XATTR_BYTES};
 use crate::format::path::{check_entry_path, check_symlink_target, parent, PathError};
 use crate::format::Sha256Digest;
 
@@ -115,12 +115,16 @@ pub enum EntryKind {
     },
 }
 
-/// A piece of a file: the SHA-256 and length of its uncompressed bytes.
+/// A piece of a file: the SHA-256 and length of its uncompressed bytes, and
+/// the length of its zstd-compressed form in the chunk store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChunkRef {
     pub digest: Sha256Digest,
     pub size: u64,
+    /// Bytes of the stored (compressed) chunk: what a robot downloads, and
+    /// the most it accepts for this chunk.
+    pub stored: u64,
 }
 
 /// Reasons a manifest is rejected.
@@ -201,8 +205,8 @@ impl Manifest {
                 EntryKind::File { size, chunks, .. } => {
                     let mut sum: u64 = 0;
                     for chunk in chunks {
-                        if chunk.size > MAX_CHUNK_BYTES {
-                            return Err(ManifestError::ChunkTooLarge { path: path.to_owned(), size: chunk.size });
+                        if chunk.size > MAX_CHUNK_BYTES || chunk.stored > MAX_STORED_CHUNK_BYTES {
+                            return Err(ManifestError::ChunkTooLarge { path: path.to_owned(), size: chunk.size.max(chunk.stored) });
                         }
                         sum = sum.saturating_add(chunk.size);
                     }

@@ -53,6 +53,8 @@ pub struct StageStats {
     pub files_rebuilt: u64,
     /// Uncompressed chunk bytes read from the active slot.
     pub chunk_bytes_reused: u64,
+    /// Stored bytes of the chunks the robot lacked, known before the download.
+    pub bytes_planned: u64,
     /// Chunks taken from the release source, and their stored size.
     pub chunks_fetched: u64,
     pub bytes_fetched: u64,
@@ -161,15 +163,15 @@ pub fn prepare<'m>(
     if remote {
         fs::create_dir_all(cache_dir).map_err(io_error("create cache directory", cache_dir))?;
     }
+    stats.bytes_planned = needed.iter().map(|chunk| chunk.stored).sum();
+    tracing::info!(chunks = needed.len(), bytes = stats.bytes_planned, "chunks the robot lacks");
     if remote {
-        let missing: Vec<Sha256Digest> = needed
+        let missing: Vec<(Sha256Digest, u64)> = needed
             .iter()
-            .map(|chunk| chunk.digest)
-            .filter(|digest| !cache_dir.join(format!("{digest}.zst")).exists())
+            .filter(|chunk| !cache_dir.join(format!("{}.zst", chunk.digest)).exists())
+            .map(|chunk| (chunk.digest, stored_limit(chunk)))
             .collect();
-        let planned: u64 = needed.iter().map(|chunk| chunk.size).sum();
-        tracing::info!(chunks = missing.len(), uncompressed_bytes = planned, "fetching chunks the robot lacks");
-        source.prefetch(&missing, MAX_STORED_CHUNK_BYTES);
+        source.prefetch(&missing);
     }
     for chunk in &needed {
         let cached = cache_dir.join(format!("{}.zst", chunk.digest));
@@ -179,7 +181,7 @@ pub fn prepare<'m>(
                 continue;
             }
         }
-        let mut stored = source.chunk(&chunk.digest, MAX_STORED_CHUNK_BYTES)?;
+        let mut stored = source.chunk(&chunk.digest, stored_limit(chunk))?;
         if let Err(error) = decode_chunk(chunk, &stored) {
             if !remote {
                 return Err(error.into());
@@ -187,7 +189,7 @@ pub fn prepare<'m>(
             // A network can damage bytes; fetch the chunk once more.
             tracing::warn!(chunk = %chunk.digest, %error, "downloaded chunk failed verification; fetching it again");
             source.discard_chunk(&chunk.digest);
-            stored = source.chunk(&chunk.digest, MAX_STORED_CHUNK_BYTES)?;
+            stored = source.chunk(&chunk.digest, stored_limit(chunk))?;
             decode_chunk(chunk, &stored)?;
         }
         stats.chunks_fetched += 1;
@@ -397,9 +399,14 @@ impl PreparedStage<'_> {
                 return Ok(plain);
             }
         }
-        let stored = source.chunk(&chunk.digest, MAX_STORED_CHUNK_BYTES)?;
+        let stored = source.chunk(&chunk.digest, stored_limit(chunk))?;
         Ok(decode_chunk(chunk, &stored)?)
     }
+}
+
+/// Most bytes accepted for a stored chunk: its length in the manifest.
+fn stored_limit(chunk: &ChunkRef) -> u64 {
+    chunk.stored.min(MAX_STORED_CHUNK_BYTES)
 }
 
 fn read_range(path: &Path, offset: u64, len: u64) -> Option<Vec<u8>> {

@@ -75,7 +75,7 @@ impl ReleaseSource for HttpSource {
         self.get(&repo_manifest_path(target_name), limit, target_name)
     }
 
-    fn prefetch(&mut self, digests: &[Sha256Digest], limit: u64) {
+    fn prefetch(&mut self, chunks: &[(Sha256Digest, u64)]) {
         let Some(dir) = &self.partial_dir else { return };
         if std::fs::create_dir_all(dir).is_err() {
             return;
@@ -83,16 +83,16 @@ impl ReleaseSource for HttpSource {
         let next = std::sync::atomic::AtomicUsize::new(0);
         // Failures are left for chunk() to retry and report in order.
         std::thread::scope(|scope| {
-            for _ in 0..PARALLEL_DOWNLOADS.min(digests.len()) {
+            for _ in 0..PARALLEL_DOWNLOADS.min(chunks.len()) {
                 scope.spawn(|| loop {
                     let index = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    let Some(digest) = digests.get(index) else { break };
+                    let Some((digest, limit)) = chunks.get(index) else { break };
                     let destination = dir.join(format!("{digest}.zst"));
                     if destination.exists() {
                         continue;
                     }
                     let url = self.url(&repo_chunk_path(digest));
-                    if let Err(error) = self.downloader.download_to(&url, &destination, limit) {
+                    if let Err(error) = self.downloader.download_to(&url, &destination, *limit) {
                         tracing::warn!(%url, %error, "prefetch failed; the chunk is fetched again in order");
                     }
                 });

@@ -64,7 +64,8 @@ pub trait ReleaseSource {
 
     /// Starts fetching chunks that [`ReleaseSource::chunk`] will ask for, so
     /// several are in flight at once; sources without a network do nothing.
-    fn prefetch(&mut self, _digests: &[Sha256Digest], _limit: u64) {}
+    /// `chunks` pairs each digest with the most bytes accepted for it.
+    fn prefetch(&mut self, _chunks: &[(Sha256Digest, u64)]) {}
 
     /// Forgets anything kept of a chunk whose bytes failed verification, so
     /// the next [`ReleaseSource::chunk`] fetches it afresh.
