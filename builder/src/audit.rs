@@ -73,7 +73,7 @@ pub struct AuditReport {
 pub fn audit(source_text: &str, root_path: &Path) -> Result<AuditReport, AuditError> {
     let root_error = |detail: String| AuditError::Root { path: root_path.to_owned(), detail };
     let bytes = read_bounded(root_path, MAX_ROOT_BYTES, "root.json").map_err(|e| root_error(e.to_string()))?;
-    let root = verify_root(&bytes, &root_path.display().to_string()).map_err(|e| root_error(e.to_string()))?;
+    let mut root = verify_root(&bytes, &root_path.display().to_string()).map_err(|e| root_error(e.to_string()))?;
     let mut source = open_source(source_text)?;
     let mut report = AuditReport {
         source: source.describe(),
@@ -82,6 +82,32 @@ pub fn audit(source_text: &str, root_path: &Path) -> Result<AuditReport, AuditEr
         releases: Vec::new(),
         errors: Vec::new(),
     };
+    // A bundle carries its root chain: walk it from the given root, one
+    // version at a time, as a robot does.
+    for (version, bytes) in source.root_chain().range(root.version + 1..) {
+        let what = format!("roots/{version}.root.json of {}", source.describe());
+        if *version != root.version + 1 {
+            report.ok = false;
+            report.errors.push(format!("{what}: the root chain skips from version {} to {version}", root.version));
+            return Ok(report);
+        }
+        match tender_keys::verify_root_update(&root, bytes, &what) {
+            Ok(next) if next.version == *version => {
+                report.root = next.report().clone();
+                root = next;
+            }
+            Ok(next) => {
+                report.ok = false;
+                report.errors.push(format!("{what}: its version field is {}", next.version));
+                return Ok(report);
+            }
+            Err(error) => {
+                report.ok = false;
+                report.errors.push(error.to_string());
+                return Ok(report);
+            }
+        }
+    }
     let releases = match fetch_all_releases(&root, source.as_mut()) {
         Ok(releases) => releases,
         Err(error) => {

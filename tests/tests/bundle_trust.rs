@@ -84,6 +84,13 @@ fn bundle_root_chain_advances_trust() {
     expect_success(&robot.install(&rotated.bundle_110), "install 1.1.0 signed under root 2");
     assert_eq!(trusted_root_version(&robot), 2);
     assert_eq!(robot.status()["version"], "1.1.0");
+
+    // An audit from root version 1 walks the bundle's chain the same way.
+    let root_v1 = rotated.keys.join("root.json").display().to_string();
+    let bundle = rotated.bundle_110.display().to_string();
+    let report = expect_success(&tender(&["verify", &bundle, "--root", &root_v1, "--json"]), "verify from root 1");
+    let report: serde_json::Value = serde_json::from_str(&report).expect("JSON");
+    assert_eq!(report["ok"], true, "{report}");
 }
 
 #[test]
@@ -102,6 +109,11 @@ fn bundle_with_root_chain_gap_is_rejected() {
     assert!(message.contains("gap"), "{message}");
     assert_eq!(before, robot.snapshot());
     assert_eq!(trusted_root_version(&robot), 1);
+
+    let root_v1 = rotated.keys.join("root.json").display().to_string();
+    let audit = tender(&["verify", &forged.display().to_string(), "--root", &root_v1]);
+    assert!(!audit.status.success());
+    assert!(stderr(&audit).contains("skips from version 1 to 3"), "{}", stderr(&audit));
 }
 
 #[test]
