@@ -54,6 +54,46 @@ pub struct Recipe {
     pub pre_switch: PreSwitchSettings,
     pub health: HealthSettings,
     pub chunking: ChunkingSettings,
+    pub rollout: RolloutSettings,
+}
+
+/// Staged rollout written into each release's signed metadata: waves as
+/// (time after `SOURCE_DATE_EPOCH`, percentage of the fleet), and channels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolloutSettings {
+    pub waves: Vec<(Duration, u32)>,
+    pub channels: Vec<String>,
+}
+
+impl Default for RolloutSettings {
+    /// Canary first: 10 % of the fleet at release time, everyone a day later.
+    fn default() -> Self {
+        Self { waves: vec![(Duration::ZERO, 10), (Duration::from_secs(86_400), 100)], channels: Vec::new() }
+    }
+}
+
+impl RolloutSettings {
+    /// The `rollout` object of a target's `custom` field, with wave starts
+    /// counted from `source_date_epoch`; `None` for a release open to all.
+    pub fn to_custom(&self, source_date_epoch: u64) -> Option<serde_json::Value> {
+        if self.waves.is_empty() && self.channels.is_empty() {
+            return None;
+        }
+        let epoch = std::time::UNIX_EPOCH + Duration::from_secs(source_date_epoch);
+        let waves: Vec<serde_json::Value> = self
+            .waves
+            .iter()
+            .map(|(after, percent)| {
+                let start = humantime::format_rfc3339_seconds(epoch + *after).to_string();
+                serde_json::json!({"start": start, "percent": percent})
+            })
+            .collect();
+        let mut rollout = serde_json::json!({ "waves": waves });
+        if !self.channels.is_empty() {
+            rollout["channels"] = serde_json::json!(self.channels);
+        }
+        Some(rollout)
+    }
 }
 
 /// How to run colcon, and what to write in place of the build machine's Python.
@@ -187,6 +227,24 @@ struct RecipeFile {
     health: HealthFile,
     #[serde(default)]
     chunking: ChunkingSettings,
+    #[serde(default)]
+    rollout: Option<RolloutFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RolloutFile {
+    #[serde(default)]
+    waves: Vec<WaveFile>,
+    #[serde(default)]
+    channels: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WaveFile {
+    after: String,
+    percent: u32,
 }
 
 #[derive(Deserialize)]
@@ -293,6 +351,10 @@ impl Validator<'_> {
         let pre_switch = self.pre_switch(raw.pre_switch)?;
         let health = self.health(raw.health)?;
         self.chunking(&raw.chunking)?;
+        let rollout = match raw.rollout {
+            None => RolloutSettings::default(),
+            Some(file) => self.rollout(file)?,
+        };
 
         Ok(Recipe {
             path: self.path.to_owned(),
@@ -310,7 +372,24 @@ impl Validator<'_> {
             pre_switch,
             health,
             chunking: raw.chunking,
+            rollout,
         })
+    }
+
+    fn rollout(&self, file: RolloutFile) -> Result<RolloutSettings, RecipeError> {
+        let mut waves = Vec::new();
+        for (index, wave) in file.waves.iter().enumerate() {
+            let field = format!("rollout.waves[{index}]");
+            // Zero is allowed here: a first wave at release time.
+            let after = humantime::parse_duration(&wave.after).map_err(|e| {
+                self.invalid(&format!("{field}.after"), &wave.after, format!("{e}; write it like \"0s\" or \"24h\""))
+            })?;
+            if wave.percent > 100 {
+                return Err(self.invalid(&format!("{field}.percent"), wave.percent, "must be 0 to 100"));
+            }
+            waves.push((after, wave.percent));
+        }
+        Ok(RolloutSettings { waves, channels: file.channels })
     }
 
     /// Names end up in file names and TUF target names, so they are limited
@@ -639,5 +718,30 @@ interval = "2s"
     fn runtime_path_must_be_absolute() {
         let err = load(&VALID.replace("\"/opt/ecar/current\"", "\"opt/ecar/current\"")).expect_err("relative");
         assert!(err.to_string().contains("runtime_path"), "{err}");
+    }
+
+    #[test]
+    fn rollout_defaults_to_canary_first() {
+        let recipe = load(VALID).expect("valid");
+        let rollout = recipe.rollout.to_custom(1_700_000_000).expect("waves");
+        let waves = rollout["waves"].as_array().expect("waves array");
+        assert_eq!(waves.len(), 2);
+        assert_eq!(waves[0]["percent"], 10);
+        assert_eq!(waves[0]["start"], "2023-11-14T22:13:20Z");
+        assert_eq!(waves[1]["percent"], 100);
+        assert_eq!(waves[1]["start"], "2023-11-15T22:13:20Z");
+    }
+
+    #[test]
+    fn empty_rollout_opens_release_to_all() {
+        let recipe = load(&format!("{VALID}\n[rollout]\nwaves = []\n")).expect("valid");
+        assert_eq!(recipe.rollout.to_custom(1_700_000_000), None);
+    }
+
+    #[test]
+    fn rollout_percentage_above_100_is_rejected() {
+        let text = format!("{VALID}\n[rollout]\nwaves = [{{ after = \"1h\", percent = 150 }}]\n");
+        let err = load(&text).expect_err("percentage");
+        assert!(err.to_string().contains("rollout.waves[0].percent"), "{err}");
     }
 }

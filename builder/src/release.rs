@@ -265,7 +265,12 @@ pub fn write_release(request: &ReleaseRequest) -> Result<ReleaseSummary, Release
         &tuf_targets_path.display().to_string(),
         chain.roots(),
         &signers.targets,
-        &NewTarget { name: &target_name, manifest: &manifest_bytes, info: &info },
+        &NewTarget {
+            name: &target_name,
+            manifest: &manifest_bytes,
+            info: &info,
+            rollout: recipe.rollout.to_custom(request.source_date_epoch),
+        },
         request.source_date_epoch,
     )?;
     let mut published = None;

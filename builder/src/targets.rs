@@ -65,6 +65,8 @@ pub struct NewTarget<'a> {
     pub name: &'a str,
     pub manifest: &'a [u8],
     pub info: &'a ReleaseInfo,
+    /// The target's `custom.rollout`, or `None` for a release open to all.
+    pub rollout: Option<serde_json::Value>,
 }
 
 /// Returns `targets.json` with `target` added, signed by `signers` for the
@@ -103,7 +105,7 @@ pub fn add_target(
     let version = previous_version
         .checked_add(1)
         .ok_or_else(|| TargetsError::VersionOverflow { what: what.to_owned(), version: previous_version })?;
-    let custom = serde_json::to_value(TargetCustom { info: target.info, rollout: None })
+    let custom = serde_json::to_value(TargetCustom { info: target.info, rollout: target.rollout.clone() })
         .map_err(|source| TargetsError::Custom { target: target.name.to_owned(), source })?;
     targets.insert(
         target.name.to_owned(),
@@ -177,11 +179,11 @@ mod tests {
         let root = root(&root_key, &release_key);
         let release_key = signer(release_key);
         let first_info = info("1.0.0");
-        let first = NewTarget { name: "ecar-1.0.0.manifest.json", manifest: b"one", info: &first_info };
+        let first = NewTarget { name: "ecar-1.0.0.manifest.json", manifest: b"one", info: &first_info, rollout: None };
         let v1 = add_target(None, "targets.json", &root, &release_key, &first, 1_700_000_000).expect("v1");
         assert_eq!(v1.version, 1);
         let second_info = info("1.1.0");
-        let second = NewTarget { name: "ecar-1.1.0.manifest.json", manifest: b"two", info: &second_info };
+        let second = NewTarget { name: "ecar-1.1.0.manifest.json", manifest: b"two", info: &second_info, rollout: None };
         let v2 = add_target(Some(&v1.bytes), "targets.json", &root, &release_key, &second, 1_700_000_000).expect("v2");
         assert_eq!(v2.version, 2);
         let verified = verify_targets(&root[0], &v2.bytes, "targets.json").expect("verifies");
@@ -196,7 +198,7 @@ mod tests {
         let root = root(&root_key, &release_key);
         let release_key = signer(release_key);
         let release_info = info("1.0.0");
-        let first = NewTarget { name: "ecar-1.0.0.manifest.json", manifest: b"one", info: &release_info };
+        let first = NewTarget { name: "ecar-1.0.0.manifest.json", manifest: b"one", info: &release_info, rollout: None };
         let v1 = add_target(None, "targets.json", &root, &release_key, &first, 0).expect("v1");
         let again = add_target(Some(&v1.bytes), "targets.json", &root, &release_key, &first, 0).expect("same");
         assert!(!again.changed);

@@ -324,6 +324,7 @@ fn release_is_byte_identical_from_another_checkout() {
     let _ = fs::remove_dir_all(&checkout);
     let _ = fs::remove_dir_all(&out);
     common::copy_recipes(&checkout);
+    common::open_rollout(&checkout);
     expect_success(&common::release(&checkout, "1.0.0", &out, &fixture.keys, "077", &fixture.epoch), "second release of 1.0.0");
     let first = fs::read(&fixture.bundle_100).expect("first bundle");
     let second = fs::read(out.join("ecar-4wd4ws-1.0.0.tender")).expect("second bundle");

@@ -93,6 +93,13 @@ pub fn copy_recipes(dest: &Path) {
     }
 }
 
+/// Removes the canary waves from a copied recipe: the shared releases go to
+/// every robot at once, and the rollout tests set waves with
+/// `tender repo rollout`.
+pub fn open_rollout(recipes: &Path) {
+    edit_source(recipes, "ecar-4wd4ws.toml", "    { after = \"0s\", percent = 10 },\n    { after = \"24h\", percent = 100 },\n", "");
+}
+
 /// Replaces `from` with `to` in one file of a copied workspace.
 pub fn edit_source(recipes: &Path, file: &str, from: &str, to: &str) {
     let path = recipes.join(file);
@@ -212,6 +219,7 @@ fn build_fixture(fixture: &Fixture) {
     let out = dir.join("out");
     let checkout = dir.join("checkout-1");
     copy_recipes(&checkout);
+    open_rollout(&checkout);
     expect_success(&release(&checkout, "1.0.0", &out, &keys, "022", epoch), "release 1.0.0");
     edit_source(&checkout, "ecar-ws/src/servo_controller/include/servo_controller/version.hpp", "\"1.0.0\"", "\"1.0.1\"");
     expect_success(&release(&checkout, "1.0.1", &out, &keys, "022", epoch), "release 1.0.1");
