@@ -1,9 +1,9 @@
 //! A small HTTP/1.1 file server for tests that injects the faults of bad
-//! robot links: dropped connections, stalls, 5xx and 429 answers with
+//! robot links: dropped connections, stalls, 5xx and 429 responses with
 //! `Retry-After`, servers that ignore `Range`, corrupted bytes, changed
 //! ETags and redirects.
 //!
-//! It listens on 127.0.0.1 only, serves the files of one directory, answers
+//! It listens on 127.0.0.1 only, serves the files of one directory, responds to
 //! every request with `Connection: close`, and stops when dropped. Every
 //! request is logged with the bytes sent, so tests can check what crossed
 //! the wire.
@@ -35,15 +35,15 @@ pub enum Fault {
     DropAfter(u64),
     /// Send the headers, then wait before sending the body.
     Stall(Duration),
-    /// Answer with this status and an optional `Retry-After` in seconds.
+    /// Respond with this status and an optional `Retry-After` in seconds.
     Status { code: u16, retry_after: Option<u32> },
-    /// Answer `200` with the whole file even when a range was requested.
+    /// Respond `200` with the whole file even when a range was requested.
     IgnoreRange,
     /// Flip one bit of the body byte at this offset of the file.
     Corrupt(u64),
     /// Answer with an ETag that differs from the content's.
     ChangeEtag,
-    /// Answer `302` to this location.
+    /// Respond `302` to this location.
     Redirect(String),
 }
 
@@ -70,7 +70,7 @@ pub struct FaultServer {
     thread: Option<JoinHandle<()>>,
 }
 
-/// Longest request head the server reads.
+/// Maximum size of a request head the server reads.
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 

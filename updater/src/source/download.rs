@@ -2,10 +2,10 @@
 //! `Retry-After`, resumption with `Range` and `If-Range`, a bandwidth cap,
 //! and a byte limit on everything a server sends.
 //!
-//! A resumed response is checked before a byte of it is written: a `200`
+//! A resumed response is checked before a byte of it is written. A `200`
 //! where a range was requested, a `Content-Range` that starts elsewhere or
 //! reports another total, a changed ETag and a `416` each restart the file
-//! from zero instead of writing at a wrong offset. Partial files live beside
+//! from zero, so nothing is written at a wrong offset. Partial files live beside
 //! their destination as `NAME.partial` with the ETag in `NAME.partial.etag`,
 //! so a download interrupted by a reboot continues where it stopped.
 
@@ -19,11 +19,11 @@ use reqwest::blocking::{Client, Response};
 use reqwest::header::{HeaderMap, ACCEPT_ENCODING, CONTENT_RANGE, ETAG, IF_RANGE, RANGE, RETRY_AFTER};
 use reqwest::StatusCode;
 
-/// How hard to try and how fast to go.
+/// Retry, timeout and bandwidth settings of a download.
 #[derive(Debug, Clone)]
 pub struct DownloadPolicy {
     pub connect_timeout: Duration,
-    /// Longest wait for the next bytes of a response.
+    /// Maximum wait for the next bytes of a response.
     pub read_timeout: Duration,
     /// Attempts per file, the first one included.
     pub max_attempts: u32,
@@ -52,7 +52,7 @@ impl Default for DownloadPolicy {
     }
 }
 
-/// Why a download failed for good.
+/// Errors after which a download is not retried.
 #[derive(Debug, thiserror::Error)]
 pub enum DownloadError {
     #[error("{url} was not found (HTTP 404)")]
@@ -260,6 +260,7 @@ impl Downloader {
             }
         }
         let response = request.send().map_err(|e| Attempt::Retry { reason: e.to_string(), wait: None })?;
+
         let status = response.status();
         if status == StatusCode::RANGE_NOT_SATISFIABLE {
             // `bytes */TOTAL` equal to the partial length means the partial
@@ -274,11 +275,12 @@ impl Downloader {
                 return Ok(());
             }
             // The partial file does not fit the object any more; start over.
-            tracing::warn!(%url, offset, "server answered 416 to a resumed download; starting over");
+            tracing::warn!(%url, offset, "server responded 416 to a resumed download; starting over");
             truncate(partial, etag_path).map_err(fatal)?;
             return Err(Attempt::Retry { reason: "416 for a resumed range".to_owned(), wait: Some(Duration::ZERO) });
         }
         self.classify(url, &response)?;
+
         let new_etag = etag(response.headers());
         let total = if status == StatusCode::PARTIAL_CONTENT {
             let Some((start, _end, total)) = content_range(response.headers()) else {
@@ -301,6 +303,7 @@ impl Downloader {
         if total != u64::MAX && total > limit {
             return Err(fatal(DownloadError::TooLarge { url: url.to_owned(), len: total, limit }));
         }
+
         let mut file = OpenOptions::new()
             .create(true)
             .write(true)
@@ -311,6 +314,7 @@ impl Downloader {
         if offset == 0 {
             fs::write(etag_path, new_etag.clone().unwrap_or_default()).map_err(|e| fatal(io_error("write", etag_path)(e)))?;
         }
+
         let mut throttle = Throttle::new(self.policy.bandwidth_limit);
         let mut reader = response.take(limit.saturating_sub(offset) + 1);
         let mut buffer = vec![0u8; throttle.read_size()];
