@@ -181,7 +181,7 @@ impl Repository {
     }
 
     /// Writes a target under its consistent name; an existing file with the
-    /// same name already has these bytes, since the name holds their hash.
+    /// same name already has these bytes, since the name contains their hash.
     pub fn write_target(&self, target_name: &str, bytes: &[u8]) -> Result<PathBuf, PublishError> {
         let digest = hex::encode(Sha256::digest(bytes));
         let path = self.dir.join(consistent_target_path(target_name, &digest));

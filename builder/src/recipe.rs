@@ -73,8 +73,9 @@ impl Default for RolloutSettings {
 }
 
 impl RolloutSettings {
-    /// The `rollout` object of a target's `custom` field, with wave starts
-    /// counted from `source_date_epoch`; `None` for a release open to all.
+    /// Returns the `rollout` object of a target's `custom` field, with wave
+    /// starts counted from `source_date_epoch`, or `None` for a release open
+    /// to all.
     pub fn to_custom(&self, source_date_epoch: u64) -> Option<serde_json::Value> {
         if self.waves.is_empty() && self.channels.is_empty() {
             return None;

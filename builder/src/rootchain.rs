@@ -52,7 +52,7 @@ impl RootChain {
     }
 
     pub fn latest(&self) -> &Verified<Root> {
-        // A chain always holds version 1, so `roots` is never empty.
+        // A chain always contains version 1, so `roots` is never empty.
         &self.roots[self.roots.len() - 1]
     }
 

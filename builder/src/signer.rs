@@ -1,5 +1,5 @@
 //! Signers of TUF metadata: an ed25519 key file, or an external program that
-//! holds the key (an HSM or a cloud KMS behind a small wrapper).
+//! has the key (an HSM or a cloud KMS behind a small wrapper).
 //!
 //! A key spec is either a path to a key file (see `tender keys generate`) or
 //! `cmd:PROGRAM ARG…`. The program receives the canonical JSON bytes to sign
@@ -54,7 +54,7 @@ pub enum SignerError {
     NotInRole { keyid: KeyId, signer: String, role: String, candidates: String },
 }
 
-/// Where a signing key lives.
+/// Location of a signing key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeySpec {
     File(PathBuf),

@@ -189,7 +189,7 @@ pub struct DelegatedRole {
 }
 
 impl DelegatedRole {
-    /// The keys and threshold of this role, as a [`RoleKeys`].
+    /// Returns the keys and threshold of this role as a [`RoleKeys`].
     pub fn role_keys(&self) -> RoleKeys {
         RoleKeys { keyids: self.keyids.clone(), threshold: self.threshold }
     }

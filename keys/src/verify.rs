@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::{to_canonical_json, Error, KeyId, PublicKey, Role, RoleKeys, Root, Signed, Snapshot, Targets, Timestamp};
 
-/// Who signed a document, for audits.
+/// Signers of a document, for audits.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SignatureReport {
     /// Role name: `root`, `targets`, `snapshot`, `timestamp` or a delegated role.

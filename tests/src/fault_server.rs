@@ -41,13 +41,13 @@ pub enum Fault {
     IgnoreRange,
     /// Flip one bit of the body byte at this offset of the file.
     Corrupt(u64),
-    /// Answer with an ETag that differs from the content's.
+    /// Respond with an ETag that differs from the content's.
     ChangeEtag,
     /// Respond `302` to this location.
     Redirect(String),
 }
 
-/// One request the server answered.
+/// One request the server responded to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestLog {
     pub path: String,
@@ -107,7 +107,7 @@ impl FaultServer {
         self.shared.rules.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
-    /// Returns every request answered so far.
+    /// Returns every request responded to so far.
     pub fn requests(&self) -> Vec<RequestLog> {
         self.shared.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }

@@ -10,7 +10,7 @@ use common::robot::Robot;
 use common::{expect_success, fixture};
 use tender_e2e::fault_server::{Fault, FaultServer};
 
-/// A robot running 1.0.0 whose daemon polls `source`.
+/// Creates a robot running 1.0.0 whose daemon polls `source`.
 fn robot_polling(source: &str, daemon: &str) -> Robot {
     let fixture = fixture();
     let robot = Robot::new(&fixture.keys);

@@ -12,7 +12,7 @@ use common::robot::Robot;
 use common::{expect_success, fixture, stderr};
 use tender_e2e::fault_server::{Fault, FaultServer};
 
-/// A robot running 1.0.0 whose downloads give up after `attempts` tries.
+/// Creates a robot running 1.0.0 whose downloads give up after `attempts` tries.
 fn robot_with_100(attempts: u32, bandwidth_limit: u64) -> Robot {
     let fixture = fixture();
     let robot = Robot::new(&fixture.keys);

@@ -233,7 +233,7 @@ fn rollback_and_commit_commands() {
     assert_eq!(status["active_slot"], "a");
     assert_eq!(status["state"], "committed");
 
-    // A rollback holds the robot, so the daemon does not update it again.
+    // A rollback puts the robot on hold, so the daemon does not update it again.
     assert_eq!(status["held"], true);
 
     let again = robot.tenderd(&["rollback"]);

@@ -13,7 +13,7 @@ use std::process::Command;
 use common::robot::{describe_tree, Robot};
 use common::{bin, expect_success, run, stderr, SOURCE_DATE_EPOCH};
 
-/// A recipe for a prebuilt tree whose health check always passes.
+/// Writes a recipe for a prebuilt tree whose health check always passes.
 fn write_recipe(dir: &Path) -> std::path::PathBuf {
     let recipe = dir.join("tree.toml");
     fs::write(

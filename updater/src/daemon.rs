@@ -5,7 +5,7 @@
 //! release when the switch policy allows it. Otherwise, inside the
 //! maintenance window and when the link may be used, it looks for a newer
 //! release that the rollout allows this robot, and stages it. Between cycles it sleeps for the
-//! poll interval plus a random jitter, and tells systemd it is alive.
+//! poll interval plus a random jitter, and notifies systemd that it is alive.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};

@@ -191,6 +191,7 @@ pub fn verify_bundle_release(config: &Config, source: &mut dyn ReleaseSource) ->
     let mut current = tender_keys::verify_root(&start, &start_path.display().to_string())
         .map_err(|e| OnlineError::TrustedRoot { path: start_path.clone(), detail: e.to_string() })?;
     let mut pending = use_configured.then(|| start.clone());
+
     let chain = source.root_chain();
     for (version, bytes) in chain.range(current.version + 1..) {
         let what = format!("roots/{version}.root.json of {}", source.describe());
@@ -205,10 +206,12 @@ pub fn verify_bundle_release(config: &Config, source: &mut dyn ReleaseSource) ->
         current = next;
         pending = Some(bytes.clone());
     }
+
     let release = crate::verify::fetch_verified_release(&current, source, &config.compatible)?;
     let bundle_targets = serde_json::from_slice::<Signed<tender_keys::Targets>>(&source.targets(crate::format::limits::MAX_TARGETS_BYTES)?)
         .map(|t| t.signed.version)
         .unwrap_or(0);
+
     let trusted_targets = std::fs::read(dir.join("targets.json"))
         .ok()
         .and_then(|b| serde_json::from_slice::<Signed<tender_keys::Targets>>(&b).ok())

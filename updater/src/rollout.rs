@@ -3,7 +3,7 @@
 //! A release's signed metadata can carry waves, each a point in time and the
 //! percentage of the fleet allowed from then on. Every robot derives a stable
 //! bucket in `0..10000` from its robot id and the release, so the same robots
-//! go first every time, and the allowed share at a moment is the largest
+//! go first every time. The allowed share at a moment is the largest
 //! percentage of all waves that have started, so adding waves never moves a
 //! robot back. Publishing metadata with `paused` set halts a rollout;
 //! channels and a per-robot hold narrow it further.
@@ -39,7 +39,7 @@ pub struct Wave {
     pub percent: u32,
 }
 
-/// What the rollout allows this robot to do with a release now.
+/// Decision of the rollout for this robot and a release, now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Eligibility {
     Allowed,

@@ -40,7 +40,7 @@ impl VerifiedRelease {
         &self.manifest
     }
 
-    /// The release information of the signed target, rollout included.
+    /// Returns the release information of the signed target, rollout included.
     pub fn info(&self) -> &ReleaseInfo {
         &self.info
     }

@@ -41,7 +41,7 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// The colcon venv that `cargo xtask test` creates.
+/// Returns the colcon venv that `cargo xtask test` creates.
 pub fn venv() -> PathBuf {
     let path = std::env::var_os("TENDER_VENV").map(PathBuf::from).unwrap_or_else(|| target_dir().join("tender-venv"));
     assert!(path.join("bin/colcon").is_file(), "{} has no colcon; run `cargo xtask test`", path.display());

@@ -16,9 +16,9 @@ pub struct Robot {
     pub root: tempfile::TempDir,
 }
 
-/// Stand-in for `systemctl restart|is-active UNIT`: logs each call; when the
-/// file `run/kill-tenderd-on-restart` exists it removes it and kills its
-/// caller (tenderd) with SIGKILL, to simulate a crash in the middle of a trial.
+/// Stand-in for `systemctl restart|is-active UNIT` that logs each call. When
+/// the file `run/kill-tenderd-on-restart` exists, it removes the file and
+/// kills its caller (tenderd) with SIGKILL, to simulate a crash in a trial.
 const FAKE_SYSTEMCTL: &str = r#"#!/bin/sh
 root="$(dirname "$(dirname "$(dirname "$0")")")"
 echo "$1 $2" >> "$root/var/log/fake-systemctl.log"
@@ -93,7 +93,7 @@ max_age = "30d"
         serde_json::from_str(&expect_success(&output, "tenderd history")).expect("history JSON")
     }
 
-    /// The slot directory `current` points to.
+    /// Returns the slot directory that `current` points to.
     pub fn active_slot_dir(&self) -> PathBuf {
         let link = self.path("opt/ecar/current");
         let target = fs::read_link(&link).expect("current link");

@@ -1,4 +1,4 @@
-//! Where each piece of a release lives, in a repository and in a bundle.
+//! Locations of the pieces of a release, in a repository and in a bundle.
 //!
 //! Repository (a static directory, servable by any HTTP server):
 //!

@@ -9,7 +9,7 @@ pub const MAX_TARGETS_BYTES: u64 = 16 * 1024 * 1024;
 pub const MAX_MANIFEST_BYTES: u64 = 128 * 1024 * 1024;
 /// Most entries one manifest may list.
 pub const MAX_ENTRIES: usize = 4_000_000;
-/// Longest entry path or symlink target, in bytes (Linux `PATH_MAX`).
+/// Maximum length of an entry path or symlink target, in bytes (Linux `PATH_MAX`).
 pub const MAX_PATH_BYTES: usize = 4096;
 /// Largest extended attribute value (Linux `XATTR_SIZE_MAX`).
 pub const MAX_XATTR_BYTES: usize = 64 * 1024;

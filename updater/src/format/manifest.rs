@@ -36,7 +36,7 @@ pub struct Manifest {
     pub entries: Vec<Entry>,
 }
 
-/// Where a release came from.
+/// Provenance of a release: its sources and the tool that built it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Provenance {
@@ -96,7 +96,7 @@ pub struct Entry {
     pub xattrs: BTreeMap<String, String>,
 }
 
-/// What kind of object an entry is, with the data of that kind.
+/// Kind of file system object of an entry, with the data of that kind.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum EntryKind {
