@@ -55,6 +55,7 @@ pub struct Recipe {
     pub health: HealthSettings,
     pub chunking: ChunkingSettings,
     pub rollout: RolloutSettings,
+    pub delta: DeltaSettings,
 }
 
 /// Staged rollout written into each release's signed metadata: waves as
@@ -176,6 +177,34 @@ impl Default for ChunkingSettings {
     }
 }
 
+/// Delta packs written with each release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeltaSettings {
+    /// Packs are written from each of this many earlier releases; 0 writes none.
+    #[serde(default = "default_delta_from_last")]
+    pub from_last: u32,
+    #[serde(default = "default_delta_zstd_level")]
+    pub zstd_level: i32,
+}
+
+impl Default for DeltaSettings {
+    fn default() -> Self {
+        Self { from_last: default_delta_from_last(), zstd_level: default_delta_zstd_level() }
+    }
+}
+
+fn default_delta_from_last() -> u32 {
+    3
+}
+
+fn default_delta_zstd_level() -> i32 {
+    19
+}
+
+/// Most earlier releases a recipe may ask packs from.
+const MAX_DELTA_FROM_LAST: u32 = 20;
+
 fn default_min_bytes() -> u32 {
     16 * 1024
 }
@@ -230,6 +259,8 @@ struct RecipeFile {
     chunking: ChunkingSettings,
     #[serde(default)]
     rollout: Option<RolloutFile>,
+    #[serde(default)]
+    delta: DeltaSettings,
 }
 
 #[derive(Deserialize)]
@@ -352,6 +383,7 @@ impl Validator<'_> {
         let pre_switch = self.pre_switch(raw.pre_switch)?;
         let health = self.health(raw.health)?;
         self.chunking(&raw.chunking)?;
+        self.delta(&raw.delta)?;
         let rollout = match raw.rollout {
             None => RolloutSettings::default(),
             Some(file) => self.rollout(file)?,
@@ -374,6 +406,7 @@ impl Validator<'_> {
             health,
             chunking: raw.chunking,
             rollout,
+            delta: raw.delta,
         })
     }
 
@@ -589,6 +622,27 @@ impl Validator<'_> {
             return Err(self.invalid(
                 "chunking.zstd_level",
                 zstd_level,
+                format!("use a zstd level from 1 to {}", levels.end()),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Validator<'_> {
+    fn delta(&self, delta: &DeltaSettings) -> Result<(), RecipeError> {
+        if delta.from_last > MAX_DELTA_FROM_LAST {
+            return Err(self.invalid(
+                "delta.from_last",
+                delta.from_last,
+                format!("use 0 (no packs) to {MAX_DELTA_FROM_LAST} earlier releases"),
+            ));
+        }
+        let levels = zstd::compression_level_range();
+        if delta.zstd_level < 1 || !levels.contains(&delta.zstd_level) {
+            return Err(self.invalid(
+                "delta.zstd_level",
+                delta.zstd_level,
                 format!("use a zstd level from 1 to {}", levels.end()),
             ));
         }

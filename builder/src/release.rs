@@ -49,7 +49,9 @@ use crate::recipe::Recipe;
 use crate::relocate::{BuildPath, BuildPathKind, Relocator, RuntimeTargets};
 use crate::scan::{scan_tree, FileRewrites, ScanError, ScanOptions, ScannedTree, TreeKind};
 use crate::store::{ChunkStore, StoreError, StoreStats};
-use crate::targets::{add_target, NewTarget, TargetsError};
+use crate::delta::{build_delta, Release as DeltaRelease};
+use crate::targets::{add_target, listed_releases, target_file, ListedRelease, NewTarget, TargetsError};
+use tender_updater::format::delta::DeltaTarget;
 
 /// Name and version of this builder, recorded in every manifest.
 pub const BUILDER: &str = concat!("tender ", env!("CARGO_PKG_VERSION"));
@@ -80,6 +82,9 @@ pub enum ReleaseError {
 
     #[error(transparent)]
     RootChain(#[from] RootChainError),
+
+    #[error(transparent)]
+    Delta(#[from] crate::delta::DeltaError),
 
     #[error("{} is root version {version}, but a new repository starts from version 1; release into the repository that holds versions 1 to {version}", keys_root.display())]
     RootNotFirst { keys_root: PathBuf, version: u64 },
@@ -177,6 +182,8 @@ pub struct ReleaseSummary {
     pub entries: EntryCounts,
     pub store: StoreStats,
     pub rewrites: Vec<FileRewrites>,
+    /// Delta packs written from earlier releases.
+    pub deltas: Vec<DeltaSummary>,
     pub elapsed: Duration,
 }
 
@@ -259,10 +266,15 @@ pub fn write_release(request: &ReleaseRequest) -> Result<ReleaseSummary, Release
         Some(bytes) => Some(bytes),
         None => read_optional(&targets_path)?,
     };
+    let what = tuf_targets_path.display().to_string();
+    let deltas = match &existing {
+        Some(existing) => write_deltas(&repository, existing, &what, chain.roots(), &manifest, &manifest_bytes, recipe)?,
+        None => Vec::new(),
+    };
     let info = manifest.release_info();
     let updated = add_target(
         existing.as_deref(),
-        &tuf_targets_path.display().to_string(),
+        &what,
         chain.roots(),
         &signers.targets,
         &NewTarget {
@@ -270,6 +282,7 @@ pub fn write_release(request: &ReleaseRequest) -> Result<ReleaseSummary, Release
             manifest: &manifest_bytes,
             info: &info,
             rollout: recipe.rollout.to_custom(request.source_date_epoch),
+            extra: deltas.iter().map(|delta| (delta.target_name.clone(), delta.target.clone())).collect(),
         },
         request.source_date_epoch,
     )?;
@@ -320,8 +333,101 @@ pub fn write_release(request: &ReleaseRequest) -> Result<ReleaseSummary, Release
         entries: entries_by_kind,
         store: store.stats(),
         rewrites,
+        deltas: deltas.into_iter().map(|delta| delta.summary).collect(),
         elapsed: started.elapsed(),
     })
+}
+
+/// A delta pack of this release, for the summary.
+#[derive(Debug, Clone)]
+pub struct DeltaSummary {
+    pub target_name: String,
+    pub from: semver::Version,
+    pub bytes: u64,
+    pub files: usize,
+    /// What a robot on `from` downloads without the pack: the manifest and
+    /// the chunks it lacks.
+    pub without_pack: u64,
+}
+
+struct PublishedDelta {
+    target_name: String,
+    target: tender_keys::TargetFile,
+    summary: DeltaSummary,
+}
+
+/// Writes delta packs from the recipe's number of earlier releases of the
+/// same name and `compatible`, each as a consistent target.
+fn write_deltas(
+    repository: &Repository,
+    existing: &[u8],
+    what: &str,
+    roots: &[tender_keys::Verified<tender_keys::Root>],
+    manifest: &Manifest,
+    manifest_bytes: &[u8],
+    recipe: &Recipe,
+) -> Result<Vec<PublishedDelta>, ReleaseError> {
+    let earlier = listed_releases(existing, what, roots)?
+        .into_iter()
+        .filter(|listed| {
+            listed.info.name == manifest.name && listed.info.compatible == manifest.compatible && listed.info.version < manifest.version
+        })
+        .take(recipe.delta.from_last as usize);
+    let mut published = Vec::new();
+    for listed in earlier {
+        let Some(old_bytes) = read_listed_manifest(repository, &listed)? else {
+            tracing::warn!(target = listed.target_name, "no delta pack: the manifest is missing from the repository");
+            continue;
+        };
+        let old = Manifest::parse(&old_bytes).map_err(ReleaseError::InvalidManifest)?;
+        let Some(delta) = build_delta(
+            repository.dir(),
+            DeltaRelease { manifest: &old, bytes: &old_bytes },
+            DeltaRelease { manifest, bytes: manifest_bytes },
+            recipe.delta.zstd_level,
+        )?
+        else {
+            continue;
+        };
+        repository.write_target(&delta.target_name, &delta.bytes)?;
+        let custom = serde_json::to_value(DeltaTarget { delta: delta.info.clone() }).map_err(|source| {
+            ReleaseError::Delta(crate::delta::DeltaError::Encode(source))
+        })?;
+        published.push(PublishedDelta {
+            target: target_file(&delta.bytes, custom),
+            summary: DeltaSummary {
+                target_name: delta.target_name.clone(),
+                from: old.version.clone(),
+                bytes: delta.bytes.len() as u64,
+                files: delta.files,
+                without_pack: manifest_bytes.len() as u64 + delta.info.chunk_bytes,
+            },
+            target_name: delta.target_name,
+        });
+    }
+    Ok(published)
+}
+
+/// Reads an earlier release's manifest from the repository and checks it
+/// against its listing; `None` when the repository no longer has it.
+fn read_listed_manifest(repository: &Repository, listed: &ListedRelease) -> Result<Option<Vec<u8>>, ReleaseError> {
+    let Some(digest) = listed.file.hashes.get("sha256") else { return Ok(None) };
+    let candidates = [
+        repository.dir().join(crate::publish::consistent_target_path(&listed.target_name, digest)),
+        repository.dir().join(repo_manifest_path(&listed.target_name)),
+    ];
+    for path in candidates {
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(source) => return Err(ReleaseError::Read { path, source }),
+        };
+        if Sha256Digest::of(&bytes).to_hex() == *digest && bytes.len() as u64 == listed.file.length {
+            return Ok(Some(bytes));
+        }
+        tracing::warn!(path = %path.display(), "manifest differs from its listing in targets.json; not used for a delta");
+    }
+    Ok(None)
 }
 
 /// Returns the verified root chain that the release signs under, and

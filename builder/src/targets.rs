@@ -67,6 +67,8 @@ pub struct NewTarget<'a> {
     pub info: &'a ReleaseInfo,
     /// The target's `custom.rollout`, or `None` for a release open to all.
     pub rollout: Option<serde_json::Value>,
+    /// Other targets published with the manifest, such as delta packs.
+    pub extra: Vec<(String, TargetFile)>,
 }
 
 /// Returns `targets.json` with `target` added, signed by `signers` for the
@@ -115,6 +117,9 @@ pub fn add_target(
             custom: Some(custom),
         },
     );
+    for (name, file) in &target.extra {
+        targets.insert(name.clone(), file.clone());
+    }
     let mut document = Targets::new(version, expiry(source_date_epoch));
     document.targets = targets;
     let Some(signing_root) = roots.last() else {
@@ -124,6 +129,39 @@ pub fn add_target(
         .to_canonical_json()
         .map_err(|e| TargetsError::Sign(e.into()))?;
     Ok(UpdatedTargets { bytes, version, changed: true })
+}
+
+/// An earlier release listed in `targets.json`.
+#[derive(Debug, Clone)]
+pub struct ListedRelease {
+    pub target_name: String,
+    pub file: TargetFile,
+    pub info: ReleaseInfo,
+}
+
+/// Returns the releases that `existing` lists, newest version first, after
+/// checking its signatures against `roots`.
+pub fn listed_releases(existing: &[u8], what: &str, roots: &[Verified<Root>]) -> Result<Vec<ListedRelease>, TargetsError> {
+    let verified = verify_with_any(roots, existing, what)?;
+    let mut releases: Vec<ListedRelease> = verified
+        .targets
+        .iter()
+        .filter_map(|(name, file)| {
+            let info = serde_json::from_value::<ReleaseInfo>(file.custom.clone()?).ok()?;
+            Some(ListedRelease { target_name: name.clone(), file: file.clone(), info })
+        })
+        .collect();
+    releases.sort_by(|a, b| b.info.version.cmp(&a.info.version));
+    Ok(releases)
+}
+
+/// Builds the `targets.json` entry of a file published beside a manifest.
+pub fn target_file(bytes: &[u8], custom: serde_json::Value) -> TargetFile {
+    TargetFile {
+        length: bytes.len() as u64,
+        hashes: BTreeMap::from([("sha256".to_owned(), Sha256Digest::of(bytes).to_hex())]),
+        custom: Some(custom),
+    }
 }
 
 /// Verifies `bytes` against the newest of `roots` that accepts it.
@@ -179,11 +217,11 @@ mod tests {
         let root = root(&root_key, &release_key);
         let release_key = signer(release_key);
         let first_info = info("1.0.0");
-        let first = NewTarget { name: "ecar-1.0.0.manifest.json", manifest: b"one", info: &first_info, rollout: None };
+        let first = NewTarget { name: "ecar-1.0.0.manifest.json", manifest: b"one", info: &first_info, rollout: None, extra: Vec::new() };
         let v1 = add_target(None, "targets.json", &root, &release_key, &first, 1_700_000_000).expect("v1");
         assert_eq!(v1.version, 1);
         let second_info = info("1.1.0");
-        let second = NewTarget { name: "ecar-1.1.0.manifest.json", manifest: b"two", info: &second_info, rollout: None };
+        let second = NewTarget { name: "ecar-1.1.0.manifest.json", manifest: b"two", info: &second_info, rollout: None, extra: Vec::new() };
         let v2 = add_target(Some(&v1.bytes), "targets.json", &root, &release_key, &second, 1_700_000_000).expect("v2");
         assert_eq!(v2.version, 2);
         let verified = verify_targets(&root[0], &v2.bytes, "targets.json").expect("verifies");
@@ -198,7 +236,7 @@ mod tests {
         let root = root(&root_key, &release_key);
         let release_key = signer(release_key);
         let release_info = info("1.0.0");
-        let first = NewTarget { name: "ecar-1.0.0.manifest.json", manifest: b"one", info: &release_info, rollout: None };
+        let first = NewTarget { name: "ecar-1.0.0.manifest.json", manifest: b"one", info: &release_info, rollout: None, extra: Vec::new() };
         let v1 = add_target(None, "targets.json", &root, &release_key, &first, 0).expect("v1");
         let again = add_target(Some(&v1.bytes), "targets.json", &root, &release_key, &first, 0).expect("same");
         assert!(!again.changed);

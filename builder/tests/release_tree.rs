@@ -241,7 +241,18 @@ fn second_release_keeps_first_and_reuses_chunks() {
     let root = verify_root(&read(&out.join("repo/root.json")), "root.json").expect("root");
     let targets = verify_targets(&root, &read(&out.join("repo/targets.json")), "targets.json").expect("targets");
     let names: Vec<&String> = targets.targets.keys().collect();
-    assert_eq!(names, ["ecar-test-1.0.0.manifest.json", "ecar-test-1.1.0.manifest.json"]);
+    assert_eq!(names, ["ecar-test-1.0.0.manifest.json", "ecar-test-1.1.0.from-1.0.0.delta", "ecar-test-1.1.0.manifest.json"]);
+
+    // The delta pack from 1.0.0 carries the one new file and costs less
+    // than the manifest and the new chunk.
+    assert_eq!(second.deltas.len(), 1);
+    let delta = &second.deltas[0];
+    assert_eq!((delta.from.to_string(), delta.files), ("1.0.0".to_owned(), 1));
+    assert!(delta.bytes < delta.without_pack, "{delta:?}");
+    let listed = &targets.targets["ecar-test-1.1.0.from-1.0.0.delta"];
+    assert_eq!(listed.length, delta.bytes);
+    let info = tender_updater::format::delta::DeltaTargetInfo::from_custom(listed.custom.as_ref()).expect("delta info");
+    assert_eq!(info.to.to_string(), "1.1.0");
 }
 
 #[test]

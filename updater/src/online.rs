@@ -14,7 +14,9 @@ use tender_keys::{Root, Signed};
 
 use crate::config::Config;
 use crate::format::limits::{MAX_MANIFEST_BYTES, MAX_ROOT_BYTES};
+use crate::delta::DeltaPack;
 use crate::format::ReleaseInfo;
+use crate::plan::{choose_pack, PackChoice};
 use crate::source::{open_source_with_cache, read_bounded, ReleaseSource, SourceError};
 use crate::tuf::{init_trusted_root, local_target_file_name, DirFetcher, Fetcher, HttpFetcher, TufClient, TufError};
 use crate::verify::{verify_release, VerifiedRelease, VerifyError};
@@ -38,6 +40,8 @@ pub enum OnlineError {
     NoRelease { compatible: String, repository: String, version: Option<semver::Version> },
     #[error(transparent)]
     Fetch(#[from] crate::tuf::FetchError),
+    #[error(transparent)]
+    Delta(#[from] crate::delta::DeltaError),
     #[error("cannot read the downloaded manifest {}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
 }
@@ -120,6 +124,7 @@ pub fn fetch_repository_release(
     cache_dir: &Path,
     fallback_time: SystemTime,
     version: Option<&semver::Version>,
+    active_manifest: Option<&[u8]>,
 ) -> Result<(Box<dyn ReleaseSource>, VerifiedRelease), OnlineError> {
     seed_trusted_root(config)?;
     let client = TufClient::new(&tuf_dir(config), fetcher(config, repository, "metadata")?).with_fallback_time(fallback_time);
@@ -147,9 +152,35 @@ pub fn fetch_repository_release(
     std::fs::create_dir_all(&manifests).map_err(|source| OnlineError::Io { path: manifests.clone(), source })?;
     let destination = manifests.join(local_target_file_name(&name));
     let targets_fetcher = fetcher(config, repository, "targets")?;
-    client.download_target(targets_fetcher.as_ref(), &trusted, &found, &destination)?;
-    let bytes = read_bounded(&destination, MAX_MANIFEST_BYTES, &name)?;
-    let release = verify_release(&trusted.targets, &name, &bytes)?;
+
+    let active_digest = active_manifest.map(crate::format::Sha256Digest::of);
+    let mut delta = None;
+    let mut bytes = None;
+    if let (Some(choice), Some(active)) = (choose_pack(&trusted.targets, &found.file, active_digest.as_ref()), active_manifest) {
+        tracing::info!(
+            pack = %choice.target_name,
+            bytes_with_pack = choice.bytes_with_pack(),
+            bytes_without_pack = found.file.length.saturating_add(choice.info.chunk_bytes),
+            "download plan: delta pack"
+        );
+        match fetch_pack(&client, &trusted, targets_fetcher.as_ref(), &choice, cache_dir, active, &found) {
+            Ok((pack, manifest_bytes)) => {
+                delta = Some(pack);
+                bytes = Some(manifest_bytes);
+            }
+            Err(error) => {
+                tracing::warn!(pack = %choice.target_name, error = %crate::error_line(&error), "delta pack unusable; fetching the manifest and chunks");
+            }
+        }
+    }
+    let bytes = match bytes {
+        Some(bytes) => bytes,
+        None => {
+            client.download_target(targets_fetcher.as_ref(), &trusted, &found, &destination)?;
+            read_bounded(&destination, MAX_MANIFEST_BYTES, &name)?
+        }
+    };
+    let release = verify_release(&trusted.targets, &name, &bytes)?.with_delta(delta);
 
     // Only the chunk store is read through this source; a repository written
     // by another TUF tool has no top-level files of the old layout.
@@ -159,6 +190,35 @@ pub fn fetch_repository_release(
         Box::new(crate::source::DirSource::new(Path::new(repository)))
     };
     Ok((chunks, release))
+}
+
+/// Downloads the chosen delta pack, resuming an interrupted download, and
+/// rebuilds the new manifest from the active one. The manifest bytes are
+/// checked against the signed manifest target before they are returned.
+fn fetch_pack(
+    client: &TufClient,
+    trusted: &crate::tuf::TrustedMetadata,
+    targets_fetcher: &dyn Fetcher,
+    choice: &PackChoice,
+    cache_dir: &Path,
+    active_manifest: &[u8],
+    manifest_target: &crate::tuf::FoundTarget,
+) -> Result<(DeltaPack, Vec<u8>), OnlineError> {
+    let found = client.find_target(trusted, &choice.target_name)?;
+    let dir = cache_dir.join("deltas");
+    std::fs::create_dir_all(&dir).map_err(|source| OnlineError::Io { path: dir.clone(), source })?;
+    let destination = dir.join(local_target_file_name(&choice.target_name));
+    client.download_target_resumable(targets_fetcher, trusted, &found, &destination)?;
+    let pack = DeltaPack::open(&destination)?;
+    let bytes = pack.manifest(active_manifest, MAX_MANIFEST_BYTES)?;
+    let listed = manifest_target.file.hashes.get("sha256").cloned().unwrap_or_default();
+    if bytes.len() as u64 != manifest_target.file.length || crate::format::Sha256Digest::of(&bytes).to_hex() != listed {
+        return Err(OnlineError::Delta(crate::delta::DeltaError::Damaged {
+            path: destination,
+            detail: format!("its manifest frame does not rebuild {}", manifest_target.path),
+        }));
+    }
+    Ok((pack, bytes))
 }
 
 /// Verifies a bundle offline against the robot's trusted TUF root. It walks

@@ -285,7 +285,18 @@ impl Updater {
             .committed
             .and_then(|slot| self.slot_manifest(slot))
             .map_or(std::time::SystemTime::UNIX_EPOCH, |m| crate::online::epoch_time(m.provenance.source_date_epoch));
-        Ok(crate::online::fetch_repository_release(&self.config, source_text, &self.cache_dir(), build_time, version)?)
+        // The exact bytes of the active manifest copy pick a delta pack.
+        let active_manifest = state
+            .active
+            .and_then(|slot| read_bounded(&manifest_copy_path(&self.config.state_dir, slot), MAX_MANIFEST_BYTES, "slot manifest").ok());
+        Ok(crate::online::fetch_repository_release(
+            &self.config,
+            source_text,
+            &self.cache_dir(),
+            build_time,
+            version,
+            active_manifest.as_deref(),
+        )?)
     }
 
     fn cache_dir(&self) -> PathBuf {
@@ -327,7 +338,8 @@ impl Updater {
         }
         let active_manifest = active.and_then(|slot| self.slot_manifest(slot));
         let cache_dir = self.cache_dir();
-        let prepared = prepare(manifest, &self.slots, target, active.zip(active_manifest.as_ref()), source, &cache_dir)?;
+        let prepared =
+            prepare(manifest, &self.slots, target, active.zip(active_manifest.as_ref()), source, &cache_dir, release.delta())?;
 
         // Every chunk verified, so a newer root the bundle brought is trusted now.
         if let Some(root) = release.pending_root() {

@@ -23,6 +23,9 @@ pub struct VerifiedRelease {
     /// A newer root from a bundle's root chain, stored as trusted once the
     /// release's chunks verified too.
     pending_root: Option<Vec<u8>>,
+    /// The delta pack the planner chose, downloaded and checked against its
+    /// signed length and hashes.
+    delta: Option<crate::delta::DeltaPack>,
 }
 
 impl VerifiedRelease {
@@ -33,6 +36,16 @@ impl VerifiedRelease {
 
     pub(crate) fn with_pending_root(mut self, root: Option<Vec<u8>>) -> Self {
         self.pending_root = root;
+        self
+    }
+
+    /// Returns the delta pack to stage from, if the planner chose one.
+    pub fn delta(&self) -> Option<&crate::delta::DeltaPack> {
+        self.delta.as_ref()
+    }
+
+    pub(crate) fn with_delta(mut self, delta: Option<crate::delta::DeltaPack>) -> Self {
+        self.delta = delta;
         self
     }
 
@@ -138,6 +151,7 @@ pub fn verify_release(
         target_name: target_name.to_owned(),
         report: targets.report().clone(),
         pending_root: None,
+        delta: None,
     })
 }
 

@@ -163,6 +163,16 @@ fn print_summary(request: &ReleaseRequest, summary: &ReleaseSummary) -> std::io:
         writeln!(out, "  timestamp.json version {}, expires {}", published.timestamp, published.timestamp_expires)?;
     }
     writeln!(out, "  bundle        {} ({})", summary.bundle_path.display(), HumanBytes(summary.bundle_bytes))?;
+    for delta in &summary.deltas {
+        writeln!(
+            out,
+            "  delta         from {}: {} for {} files, against {} of manifest and chunks",
+            delta.from,
+            HumanBytes(delta.bytes),
+            delta.files,
+            HumanBytes(delta.without_pack)
+        )?;
+    }
     writeln!(
         out,
         "  source        commit {}, SOURCE_DATE_EPOCH {}",

@@ -9,6 +9,7 @@
 
 pub mod bundle;
 pub mod chunk;
+pub mod delta;
 pub mod digest;
 pub mod layout;
 pub mod limits;

@@ -20,6 +20,7 @@ use super::metadata;
 use super::DirectorySlots;
 use crate::format::chunk::{decode_chunk, ChunkError};
 use crate::format::limits::MAX_STORED_CHUNK_BYTES;
+use crate::delta::DeltaPack;
 use crate::format::{ChunkRef, EntryKind, Manifest, Sha256Digest};
 use crate::source::{ReleaseSource, SourceError};
 use crate::state::Slot;
@@ -32,6 +33,8 @@ pub enum StageError {
     Chunk(#[from] ChunkError),
     #[error("cannot {action} {}: {source}", path.display())]
     Io { action: &'static str, path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Delta(#[from] crate::delta::DeltaError),
     #[error("file {path:?} rebuilt from its chunks hashes to {actual}, but the manifest says {expected}")]
     FileDigest { path: String, expected: Sha256Digest, actual: Sha256Digest },
 }
@@ -60,12 +63,17 @@ pub struct StageStats {
     pub bytes_fetched: u64,
     /// File bytes written into the slot (copied plus rebuilt).
     pub bytes_written: u64,
+    /// Bytes of the delta pack used, and the files rebuilt from it.
+    pub delta_bytes: u64,
+    pub files_from_delta: u64,
 }
 
 #[derive(Debug, Clone)]
 enum FilePlan {
     Keep,
     CopyFromActive(PathBuf),
+    /// Move in a file rebuilt from a delta pack and verified.
+    FromDelta(PathBuf),
     Rebuild,
 }
 
@@ -104,8 +112,9 @@ fn is_lone_file_of_size(path: &Path, size: u64) -> bool {
     fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file() && m.len() == size && m.nlink() == 1)
 }
 
-/// Plans the staging of `manifest` into `target` and fetches every chunk the
-/// robot lacks, verifying each. Writes only to `cache_dir`, and only for
+/// Plans the staging of `manifest` into `target`, rebuilds the files a delta
+/// pack carries, and fetches every chunk the robot still lacks, verifying
+/// each. Writes only to `cache_dir`: the rebuilt files, and the chunks of
 /// remote sources.
 pub fn prepare<'m>(
     manifest: &'m Manifest,
@@ -114,6 +123,7 @@ pub fn prepare<'m>(
     active: Option<(Slot, &Manifest)>,
     source: &mut dyn ReleaseSource,
     cache_dir: &Path,
+    delta: Option<&DeltaPack>,
 ) -> Result<PreparedStage<'m>, StageError> {
     let slot_dir = slots.slot_dir(target);
     let active_dir = active.map(|(slot, _)| slots.slot_dir(slot));
@@ -137,26 +147,47 @@ pub fn prepare<'m>(
 
     let mut stats = StageStats::default();
     let mut plans = HashMap::new();
-    let mut needed: Vec<ChunkRef> = Vec::new();
-    let mut seen: HashSet<Sha256Digest> = HashSet::new();
+    // Files that neither the inactive nor the active slot has.
+    let mut pending = Vec::new();
     for entry in &manifest.entries {
         let EntryKind::File { size, sha256, chunks } = &entry.kind else { continue };
         let existing = slot_dir.join(&entry.path);
-        let plan = if is_lone_file_of_size(&existing, *size) && hash_file(&existing) == Some(*sha256) {
+        if is_lone_file_of_size(&existing, *size) && hash_file(&existing) == Some(*sha256) {
             stats.files_kept += 1;
             stats.bytes_kept += size;
-            FilePlan::Keep
+            plans.insert(entry.path.clone(), FilePlan::Keep);
         } else if let Some(path) = active_files.get(sha256) {
-            FilePlan::CopyFromActive(path.clone())
+            plans.insert(entry.path.clone(), FilePlan::CopyFromActive(path.clone()));
         } else {
-            for chunk in chunks {
-                if !local_chunks.contains_key(&chunk.digest) && seen.insert(chunk.digest) {
-                    needed.push(*chunk);
-                }
+            pending.push((entry.path.as_str(), sha256, chunks));
+        }
+    }
+
+    let mut from_delta = HashMap::new();
+    if let (Some(pack), Some((_, active_manifest)), Some(dir)) = (delta, active, &active_dir) {
+        stats.delta_bytes = pack.length();
+        let wanted: HashSet<Sha256Digest> = pending.iter().map(|(_, digest, _)| **digest).collect();
+        from_delta = pack.rebuild_files(manifest, active_manifest, dir, &cache_dir.join("delta-files"), |digest| wanted.contains(digest))?;
+        tracing::info!(files = from_delta.len(), pack = pack.length(), "files rebuilt from the delta pack");
+    }
+
+    let mut needed: Vec<ChunkRef> = Vec::new();
+    let mut seen: HashSet<Sha256Digest> = HashSet::new();
+    for (path, sha256, chunks) in pending {
+        let plan = match from_delta.get(sha256) {
+            Some(rebuilt) => {
+                FilePlan::FromDelta(rebuilt.clone())
             }
-            FilePlan::Rebuild
+            None => {
+                for chunk in chunks {
+                    if !local_chunks.contains_key(&chunk.digest) && seen.insert(chunk.digest) {
+                        needed.push(*chunk);
+                    }
+                }
+                FilePlan::Rebuild
+            }
         };
-        plans.insert(entry.path.clone(), plan);
+        plans.insert(path.to_owned(), plan);
     }
 
     let remote = source.is_remote();
@@ -249,6 +280,15 @@ impl PreparedStage<'_> {
                                 self.stats.bytes_written += size;
                             } else {
                                 tracing::warn!(path = %from.display(), "active file differs from its manifest; rebuilding from chunks");
+                                self.rebuild_file(&entry.path, &path, sha256, chunks, source)?;
+                            }
+                        }
+                        FilePlan::FromDelta(from) => {
+                            if self.copy_file(&from, &path, sha256)? {
+                                self.stats.files_from_delta += 1;
+                                self.stats.bytes_written += size;
+                            } else {
+                                tracing::warn!(path = %from.display(), "file rebuilt from the delta pack changed; rebuilding from chunks");
                                 self.rebuild_file(&entry.path, &path, sha256, chunks, source)?;
                             }
                         }

@@ -92,6 +92,18 @@ impl TufClient {
         download_target(targets, target, trusted.root.consistent_snapshot, dest)
     }
 
+    /// Like [`TufClient::download_target`], resuming an interrupted download
+    /// when the fetcher can.
+    pub fn download_target_resumable(
+        &self,
+        targets: &dyn Fetcher,
+        trusted: &TrustedMetadata,
+        target: &FoundTarget,
+        dest: &Path,
+    ) -> Result<TargetStatus, TufError> {
+        super::target::download_target_resumable(targets, target, trusted.root.consistent_snapshot, dest)
+    }
+
     fn session(&self, time: UpdateTime) -> Session<'_> {
         Session { fetcher: self.fetcher.as_ref(), store: &self.store, limits: &self.limits, time }
     }

@@ -49,6 +49,16 @@ pub trait Fetcher {
     /// [`FetchError::TooLarge`] as soon as more than `max_len` bytes arrive.
     fn fetch_to(&self, name: &str, max_len: u64, sink: &mut dyn Write) -> Result<u64, FetchError>;
 
+    /// Fetches `name` into the file `dest`, at most `max_len` bytes. A
+    /// fetcher that can resume continues from what an earlier, interrupted
+    /// call left beside `dest`; the others start over.
+    fn fetch_resumable(&self, name: &str, max_len: u64, dest: &Path) -> Result<u64, FetchError> {
+        let mut file = std::fs::File::create(dest).map_err(|source| FetchError::Io { path: dest.to_owned(), source })?;
+        let length = self.fetch_to(name, max_len, &mut file)?;
+        file.sync_all().map_err(|source| FetchError::Io { path: dest.to_owned(), source })?;
+        Ok(length)
+    }
+
     /// Returns the whole file `name`, at most `max_len` bytes.
     fn fetch(&self, name: &str, max_len: u64) -> Result<Vec<u8>, FetchError> {
         let mut bytes = Vec::new();
@@ -144,6 +154,18 @@ impl Fetcher for HttpFetcher {
         })?;
         sink.write_all(&bytes).map_err(|source| FetchError::Write { location: url.clone(), source })?;
         Ok(bytes.len() as u64)
+    }
+
+    fn fetch_resumable(&self, name: &str, max_len: u64, dest: &Path) -> Result<u64, FetchError> {
+        use crate::source::DownloadError;
+        check_name(name)?;
+        let url = self.location(name);
+        tracing::debug!(%url, max_len, "fetching with resume");
+        self.downloader.download_to(&url, dest, max_len).map_err(|error| match error {
+            DownloadError::NotFound { .. } => FetchError::NotFound { location: url.clone() },
+            DownloadError::TooLarge { .. } => FetchError::TooLarge { location: url.clone(), limit: max_len },
+            other => FetchError::Http { location: url.clone(), detail: other.to_string() },
+        })
     }
 }
 

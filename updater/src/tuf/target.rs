@@ -108,6 +108,54 @@ pub fn download_target(
     Ok(TargetStatus::Downloaded)
 }
 
+/// Like [`download_target`], but the download resumes from what an
+/// interrupted earlier call left beside `dest`, when the fetcher can. For
+/// large targets on bad links, such as delta packs. The file at `dest` is
+/// checked after the download and removed when it does not match.
+pub fn download_target_resumable(
+    fetcher: &dyn Fetcher,
+    target: &FoundTarget,
+    consistent_snapshot: bool,
+    dest: &Path,
+) -> Result<TargetStatus, TufError> {
+    if stored_copy_matches(dest, target) {
+        return Ok(TargetStatus::AlreadyPresent);
+    }
+    let listed_in = snapshot_meta_key(&target.role);
+    let hash_prefix = consistent_snapshot.then(|| consistent_hash(target)).transpose()?;
+    let name = remote_target_name(&target.path, hash_prefix.as_deref());
+    let write_error = |path: &Path, source: std::io::Error| TufError::WriteTarget {
+        target: target.path.clone(),
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(dir) = dest.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| write_error(dir, e))?;
+    }
+    let _ = std::fs::remove_file(dest);
+    fetcher
+        .fetch_resumable(&name, target.file.length, dest)
+        .map_err(|source| TufError::FetchTarget { target: target.path.clone(), source })?;
+    let mut hasher = Hasher::default();
+    let mut file = File::open(dest).map_err(|e| write_error(dest, e))?;
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let count = file.read(&mut buffer).map_err(|e| write_error(dest, e))?;
+        if count == 0 {
+            break;
+        }
+        hasher.update(&buffer[..count]);
+    }
+    let digests = hasher.finish();
+    let checked = check_length(target.file.length, digests.length, &target.path, &listed_in)
+        .and_then(|()| check_hashes(&target.file.hashes, &digests, &target.path, &listed_in));
+    if let Err(error) = checked {
+        let _ = std::fs::remove_file(dest);
+        return Err(error);
+    }
+    Ok(TargetStatus::Downloaded)
+}
+
 /// Returns the hash for a consistent target name: sha256 when listed, else
 /// the first listed hash.
 fn consistent_hash(target: &FoundTarget) -> Result<String, TufError> {

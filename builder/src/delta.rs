@@ -1,0 +1,302 @@
+//! Writing delta packs (format in [`tender_updater::format::delta`]).
+//!
+//! A pack upgrades a robot that runs one earlier release. It holds what
+//! the robot cannot take from its active slot: the new manifest as a patch
+//! of the old one, and every new or changed file as a zstd frame that uses
+//! the previous version of the same path as its reference. A file whose
+//! chunks the old release already had is left out, because the robot
+//! rebuilds it from local chunks for free. Old and new contents are read
+//! back from the repository's chunk store.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Write;
+use std::path::Path;
+
+use tender_updater::format::chunk::decode_chunk;
+use tender_updater::format::delta::{
+    delta_target_name, window_log, DeltaEnd, DeltaFile, DeltaGroup, DeltaHeader, DeltaTargetInfo, DELTA_FORMAT,
+    DELTA_MAGIC, MAX_GROUP_BYTES,
+};
+use tender_updater::format::layout::repo_chunk_path;
+use tender_updater::format::{ChunkRef, EntryKind, Manifest, Sha256Digest};
+
+/// Failures to write a pack.
+#[derive(Debug, thiserror::Error)]
+pub enum DeltaError {
+    #[error("cannot read chunk {digest} of {path:?} from {}: {detail}; the repository lost chunks of release {version}, so set delta.from_last lower or restore the chunk store", file.display())]
+    Chunk { digest: Sha256Digest, path: String, version: semver::Version, file: std::path::PathBuf, detail: String },
+
+    #[error("cannot compress the delta from {from} to {to}: {source}")]
+    Compress { from: semver::Version, to: semver::Version, source: std::io::Error },
+
+    #[error("cannot encode the delta header: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// One side of a delta: a manifest and its exact bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Release<'a> {
+    pub manifest: &'a Manifest,
+    pub bytes: &'a [u8],
+}
+
+/// A pack ready to publish.
+#[derive(Debug, Clone)]
+pub struct WrittenDelta {
+    pub target_name: String,
+    pub bytes: Vec<u8>,
+    pub info: DeltaTargetInfo,
+    pub files: usize,
+    pub groups: usize,
+}
+
+/// A file the pack carries.
+struct Candidate<'a> {
+    path: &'a str,
+    chunks: &'a [ChunkRef],
+    size: u64,
+    base: Option<(&'a str, &'a [ChunkRef], u64)>,
+}
+
+/// A file of the old release, by path.
+struct OldFile<'a> {
+    chunks: &'a [ChunkRef],
+    size: u64,
+}
+
+/// Builds the pack that upgrades `old` to `new`, or returns `None` when
+/// plain chunks cost a robot no more than the pack would.
+pub fn build_delta(repo: &Path, old: Release, new: Release, level: i32) -> Result<Option<WrittenDelta>, DeltaError> {
+    let old_files: HashMap<&str, OldFile> = old
+        .manifest
+        .entries
+        .iter()
+        .filter_map(|entry| match &entry.kind {
+            EntryKind::File { size, chunks, .. } => Some((entry.path.as_str(), OldFile { chunks, size: *size })),
+            _ => None,
+        })
+        .collect();
+    let old_contents: HashSet<Sha256Digest> = old.manifest.entries.iter().filter_map(file_digest).collect();
+    let old_chunks: HashSet<Sha256Digest> =
+        old_files.values().flat_map(|file| file.chunks.iter().map(|chunk| chunk.digest)).collect();
+    let renamed = renamed_paths(&old_files);
+
+    let mut seen = HashSet::new();
+    let mut chunk_needed: BTreeMap<Sha256Digest, u64> = BTreeMap::new();
+    let mut pack_chunk_needed: BTreeMap<Sha256Digest, u64> = BTreeMap::new();
+    let mut candidates = Vec::new();
+    for entry in &new.manifest.entries {
+        let EntryKind::File { size, sha256, chunks } = &entry.kind else { continue };
+        if old_contents.contains(sha256) || !seen.insert(*sha256) {
+            continue;
+        }
+        let missing: Vec<&ChunkRef> = chunks.iter().filter(|chunk| !old_chunks.contains(&chunk.digest)).collect();
+        if missing.is_empty() {
+            continue;
+        }
+        chunk_needed.extend(missing.iter().map(|chunk| (chunk.digest, chunk.stored)));
+        if *size > MAX_GROUP_BYTES {
+            // TODO: split large files into windows so they can be patched too.
+            pack_chunk_needed.extend(missing.iter().map(|chunk| (chunk.digest, chunk.stored)));
+            continue;
+        }
+        let base_path = match old_files.get(entry.path.as_str()) {
+            Some(_) => Some(entry.path.as_str()),
+            None => renamed.get(&without_digits(&entry.path)).copied().flatten(),
+        };
+        let base = base_path
+            .and_then(|path| old_files.get(path).map(|file| (path, file)))
+            .filter(|(_, file)| file.size <= MAX_GROUP_BYTES)
+            .map(|(path, file)| (path, file.chunks, file.size));
+        candidates.push(Candidate { path: &entry.path, chunks, size: *size, base });
+    }
+
+    let compress_error = |source| DeltaError::Compress {
+        from: old.manifest.version.clone(),
+        to: new.manifest.version.clone(),
+        source,
+    };
+    let manifest_patch = compress_with_reference(old.bytes, new.bytes, level).map_err(compress_error)?;
+    let mut frames = vec![manifest_patch];
+    let mut groups = Vec::new();
+    for members in group(&candidates) {
+        let mut reference = Vec::new();
+        let mut content = Vec::new();
+        for candidate in members {
+            if let Some((path, chunks, _)) = candidate.base {
+                read_content(repo, old.manifest, path, chunks, &mut reference)?;
+            }
+            read_content(repo, new.manifest, candidate.path, candidate.chunks, &mut content)?;
+        }
+        let frame = compress_with_reference(&reference, &content, level).map_err(compress_error)?;
+        groups.push(DeltaGroup {
+            files: members
+                .iter()
+                .map(|c| DeltaFile { path: c.path.to_owned(), base: c.base.map(|(path, _, _)| path.to_owned()) })
+                .collect(),
+            patch: frame.len() as u64,
+        });
+        frames.push(frame);
+    }
+
+    let header = DeltaHeader {
+        format: DELTA_FORMAT,
+        name: new.manifest.name.clone(),
+        from: end(old),
+        to: end(new),
+        manifest_patch: frames[0].len() as u64,
+        groups,
+    };
+    let header_bytes = zstd::bulk::compress(&serde_json::to_vec(&header)?, level).map_err(compress_error)?;
+    let header_len = u32::try_from(header_bytes.len()).map_err(|_| compress_error(std::io::Error::other("header too large")))?;
+    let mut bytes = Vec::with_capacity(frames.iter().map(Vec::len).sum::<usize>() + header_bytes.len() + 12);
+    bytes.extend_from_slice(DELTA_MAGIC);
+    bytes.extend_from_slice(&header_len.to_le_bytes());
+    bytes.extend_from_slice(&header_bytes);
+    for frame in &frames {
+        bytes.extend_from_slice(frame);
+    }
+
+    let info = DeltaTargetInfo {
+        name: new.manifest.name.clone(),
+        from: old.manifest.version.clone(),
+        from_manifest: Sha256Digest::of(old.bytes),
+        to: new.manifest.version.clone(),
+        to_manifest: Sha256Digest::of(new.bytes),
+        chunk_bytes: chunk_needed.values().sum(),
+        pack_chunk_bytes: pack_chunk_needed.values().sum(),
+    };
+    let with_pack = bytes.len() as u64 + info.pack_chunk_bytes;
+    let without = new.bytes.len() as u64 + info.chunk_bytes;
+    if with_pack >= without {
+        tracing::info!(from = %info.from, to = %info.to, with_pack, without, "no delta pack: plain chunks cost no more");
+        return Ok(None);
+    }
+    tracing::info!(from = %info.from, to = %info.to, with_pack, without, files = candidates.len(), "delta pack written");
+    Ok(Some(WrittenDelta {
+        target_name: delta_target_name(&new.manifest.name, &new.manifest.version, &old.manifest.version),
+        files: candidates.len(),
+        groups: header.groups.len(),
+        bytes,
+        info,
+    }))
+}
+
+fn file_digest(entry: &tender_updater::format::Entry) -> Option<Sha256Digest> {
+    match &entry.kind {
+        EntryKind::File { sha256, .. } => Some(*sha256),
+        _ => None,
+    }
+}
+
+fn end(release: Release) -> DeltaEnd {
+    DeltaEnd {
+        version: release.manifest.version.clone(),
+        manifest_sha256: Sha256Digest::of(release.bytes),
+        manifest_size: release.bytes.len() as u64,
+    }
+}
+
+/// A path with its ASCII digits removed, so that `lib/foo.so.1.2` and
+/// `lib/foo.so.1.3`, or `pkg-1.0.dist-info/RECORD` and
+/// `pkg-1.1.dist-info/RECORD`, meet.
+fn without_digits(path: &str) -> String {
+    path.chars().filter(|c| !c.is_ascii_digit()).collect()
+}
+
+/// Old paths by their digit-free form; `None` when several old paths share it.
+fn renamed_paths<'a>(old_files: &HashMap<&'a str, OldFile>) -> HashMap<String, Option<&'a str>> {
+    let mut renamed: HashMap<String, Option<&str>> = HashMap::new();
+    for path in old_files.keys() {
+        renamed
+            .entry(without_digits(path))
+            .and_modify(|existing| *existing = None)
+            .or_insert(Some(*path));
+    }
+    renamed
+}
+
+/// Splits candidates, in manifest order, into runs whose new content and
+/// whose reference each stay within [`MAX_GROUP_BYTES`].
+fn group<'c, 'a>(candidates: &'c [Candidate<'a>]) -> Vec<&'c [Candidate<'a>]> {
+    let mut groups = Vec::new();
+    let (mut start, mut output, mut reference) = (0, 0u64, 0u64);
+    for (index, candidate) in candidates.iter().enumerate() {
+        let base_size = candidate.base.map_or(0, |(_, _, size)| size);
+        if index > start && (output + candidate.size > MAX_GROUP_BYTES || reference + base_size > MAX_GROUP_BYTES) {
+            groups.push(&candidates[start..index]);
+            (start, output, reference) = (index, 0, 0);
+        }
+        output += candidate.size;
+        reference += base_size;
+    }
+    if start < candidates.len() {
+        groups.push(&candidates[start..]);
+    }
+    groups
+}
+
+/// Appends the content of a file, read from its chunks in the store.
+fn read_content(repo: &Path, manifest: &Manifest, path: &str, chunks: &[ChunkRef], into: &mut Vec<u8>) -> Result<(), DeltaError> {
+    for chunk in chunks {
+        let file = repo.join(repo_chunk_path(&chunk.digest));
+        let error = |detail: String| DeltaError::Chunk {
+            digest: chunk.digest,
+            path: path.to_owned(),
+            version: manifest.version.clone(),
+            file: file.clone(),
+            detail,
+        };
+        let stored = std::fs::read(&file).map_err(|e| error(e.to_string()))?;
+        into.extend(decode_chunk(chunk, &stored).map_err(|e| error(e.to_string()))?);
+    }
+    Ok(())
+}
+
+/// Compresses `content` into one zstd frame that uses `reference` as its
+/// prefix, with a window that keeps all of the reference in reach.
+pub fn compress_with_reference(reference: &[u8], content: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+    let mut encoder = zstd::stream::write::Encoder::with_ref_prefix(Vec::new(), level, reference)?;
+    encoder.window_log(window_log(reference.len() as u64, content.len() as u64))?;
+    encoder.set_pledged_src_size(Some(content.len() as u64))?;
+    encoder.include_checksum(false)?;
+    encoder.write_all(content)?;
+    encoder.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_with_reference_decodes_with_the_same_reference() {
+        let reference: Vec<u8> = (0..200_000u32).flat_map(|n| n.to_le_bytes()).collect();
+        let mut content = reference.clone();
+        content[1000..1008].copy_from_slice(b"changed!");
+        let frame = compress_with_reference(&reference, &content, 19).expect("compress");
+        assert!(frame.len() < 200, "a small change gives a small frame, got {} bytes", frame.len());
+        let mut decoder = zstd::stream::read::Decoder::with_ref_prefix(frame.as_slice(), &reference).expect("decoder");
+        let mut plain = Vec::new();
+        std::io::Read::read_to_end(&mut decoder, &mut plain).expect("decode");
+        assert_eq!(plain, content);
+    }
+
+    #[test]
+    fn versioned_names_meet_without_digits() {
+        assert_eq!(without_digits("lib/libfoo.so.1.2"), without_digits("lib/libfoo.so.1.3"));
+        assert_ne!(without_digits("lib/libfoo.so"), without_digits("lib/libbar.so"));
+    }
+
+    #[test]
+    fn groups_stay_within_the_limit() {
+        let chunks: Vec<ChunkRef> = Vec::new();
+        let big = MAX_GROUP_BYTES / 2 + 1;
+        let candidates: Vec<Candidate> = (0..5)
+            .map(|_| Candidate { path: "f", chunks: &chunks, size: big, base: None })
+            .collect();
+        let groups = group(&candidates);
+        assert_eq!(groups.len(), 5);
+        let small: Vec<Candidate> = (0..5).map(|_| Candidate { path: "f", chunks: &chunks, size: 10, base: None }).collect();
+        assert_eq!(group(&small).len(), 1);
+    }
+}

@@ -1,0 +1,157 @@
+//! Delta packs: what a robot that runs one release needs to rebuild the next.
+//!
+//! A pack is a TUF target of its own, `NAME-TO.from-FROM.delta`, so its
+//! length and hashes are signed and checked before a byte of it is used.
+//! Layout, hand-written because no crate describes a list of zstd frames
+//! that each need their own reference:
+//!
+//! ```text
+//! magic "TNDRDLT1"                        8 bytes
+//! header length                          u32, little-endian
+//! header                                 zstd-compressed canonical JSON (DeltaHeader)
+//! manifest frame                         zstd frame; reference: the old manifest bytes
+//! group frames, in header order          zstd frame; reference: the old files of the group
+//! ```
+//!
+//! A group is a run of files in manifest order, each with the path of its
+//! previous version (its *base*) when it had one. Its frame decompresses to
+//! the new files' contents one after the other, using the bases' old
+//! contents, concatenated in the same order, as the zstd reference prefix:
+//! the stream form of `zstd --patch-from`. Groups stay below
+//! [`MAX_GROUP_BYTES`] of output and of reference, which bounds the memory a
+//! robot needs to apply them. Larger files travel as chunks.
+//!
+//! Chunks that both releases share are not listed: the robot derives them
+//! from the two signed manifests.
+
+use serde::{Deserialize, Serialize};
+
+use crate::format::Sha256Digest;
+
+/// First bytes of every delta pack.
+pub const DELTA_MAGIC: &[u8; 8] = b"TNDRDLT1";
+/// The pack format this updater reads and the builder writes.
+pub const DELTA_FORMAT: u32 = 1;
+/// Most bytes of new content, and of reference, in one group.
+pub const MAX_GROUP_BYTES: u64 = 8 * 1024 * 1024;
+/// Largest compressed header a robot reads.
+pub const MAX_HEADER_BYTES: u64 = 16 * 1024 * 1024;
+/// Largest header once decompressed.
+pub const MAX_HEADER_JSON_BYTES: u64 = 64 * 1024 * 1024;
+/// zstd window log that a robot accepts in a pack frame: 2^27 bytes, above
+/// any group or manifest reference plus its output.
+pub const MAX_WINDOW_LOG: u32 = 27;
+
+/// The table of contents of a pack.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeltaHeader {
+    pub format: u32,
+    pub name: String,
+    pub from: DeltaEnd,
+    pub to: DeltaEnd,
+    /// Length of the frame that rebuilds the new manifest from the old one.
+    pub manifest_patch: u64,
+    pub groups: Vec<DeltaGroup>,
+}
+
+/// One side of a delta: a release and the exact manifest bytes it has.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeltaEnd {
+    pub version: semver::Version,
+    pub manifest_sha256: Sha256Digest,
+    pub manifest_size: u64,
+}
+
+/// Files rebuilt from one zstd frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeltaGroup {
+    pub files: Vec<DeltaFile>,
+    /// Length of the group's frame in the pack.
+    pub patch: u64,
+}
+
+/// A file of the new release and the old file its patch refers to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeltaFile {
+    /// Entry path in the new manifest.
+    pub path: String,
+    /// Entry path in the old manifest whose content is this file's
+    /// reference; `None` for a file compressed without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+}
+
+/// The `custom` field of a pack's target in `targets.json`: what a robot
+/// reads to choose between the pack and plain chunks before it downloads
+/// either.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeltaTarget {
+    pub delta: DeltaTargetInfo,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeltaTargetInfo {
+    pub name: String,
+    pub from: semver::Version,
+    pub from_manifest: Sha256Digest,
+    pub to: semver::Version,
+    pub to_manifest: Sha256Digest,
+    /// Stored bytes of the chunks that a robot running `from` lacks for `to`.
+    pub chunk_bytes: u64,
+    /// Stored bytes of the chunks it still lacks when it uses the pack: those
+    /// of files too large for a group.
+    pub pack_chunk_bytes: u64,
+}
+
+impl DeltaTargetInfo {
+    /// Reads the delta information of a target's `custom` field, if it has one.
+    pub fn from_custom(custom: Option<&serde_json::Value>) -> Option<Self> {
+        let value = custom?.get("delta")?;
+        serde_json::from_value(value.clone()).ok()
+    }
+}
+
+/// TUF target name of the pack that upgrades `from` to `to`.
+pub fn delta_target_name(name: &str, to: &semver::Version, from: &semver::Version) -> String {
+    format!("{name}-{to}.from-{from}.delta")
+}
+
+/// zstd window log for a frame that refers to `reference` bytes and
+/// produces `output` bytes: the whole reference must stay in the window.
+pub fn window_log(reference: u64, output: u64) -> u32 {
+    let total = reference.saturating_add(output).max(1024);
+    let log = 64 - (total - 1).leading_zeros();
+    log.clamp(10, MAX_WINDOW_LOG)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_log_covers_reference_and_output() {
+        assert_eq!(window_log(0, 0), 10);
+        assert_eq!(window_log(1024, 0), 10);
+        assert_eq!(window_log(1024, 1), 11);
+        assert_eq!(window_log(8 << 20, 8 << 20), 24);
+        assert_eq!(window_log(u64::MAX, 1), MAX_WINDOW_LOG);
+    }
+
+    #[test]
+    fn custom_without_delta_is_not_a_pack() {
+        let info = serde_json::json!({ "name": "ecar", "version": "1.0.0" });
+        assert_eq!(DeltaTargetInfo::from_custom(Some(&info)), None);
+        assert_eq!(DeltaTargetInfo::from_custom(None), None);
+    }
+
+    #[test]
+    fn target_name_names_both_versions() {
+        let to = semver::Version::new(1, 0, 2);
+        let from = semver::Version::new(1, 0, 1);
+        assert_eq!(delta_target_name("ecar", &to, &from), "ecar-1.0.2.from-1.0.1.delta");
+    }
+}
