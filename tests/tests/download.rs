@@ -12,14 +12,16 @@ use common::robot::Robot;
 use common::{expect_success, fixture, stderr};
 use tender_e2e::fault_server::{Fault, FaultServer};
 
-/// Creates a robot running 1.0.0 whose downloads give up after `attempts` tries.
+/// Creates a robot running 1.0.0 whose downloads give up after `attempts`
+/// tries. It fetches chunks, not delta packs, since these tests are about
+/// chunk downloads; `delta.rs` covers packs.
 fn robot_with_100(attempts: u32, bandwidth_limit: u64) -> Robot {
     let fixture = fixture();
     let robot = Robot::new(&fixture.keys);
     let config = robot.path("etc/tender/updater.toml");
     let mut text = fs::read_to_string(&config).expect("config");
     text.push_str(&format!(
-        "\n[download]\nconnect_timeout = \"5s\"\nread_timeout = \"5s\"\nmax_attempts = {attempts}\nbandwidth_limit = {bandwidth_limit}\n"
+        "\n[download]\nconnect_timeout = \"5s\"\nread_timeout = \"5s\"\nmax_attempts = {attempts}\nbandwidth_limit = {bandwidth_limit}\ndelta_packs = false\n"
     ));
     fs::write(&config, text).expect("write config");
     robot

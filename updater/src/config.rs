@@ -130,6 +130,8 @@ struct DownloadFile {
     max_attempts: u32,
     /// Bytes per second; 0 for no cap.
     bandwidth_limit: u64,
+    /// Use a repository's delta packs when they cost fewer bytes.
+    delta_packs: bool,
 }
 
 impl Default for DownloadFile {
@@ -140,6 +142,7 @@ impl Default for DownloadFile {
             read_timeout: policy.read_timeout,
             max_attempts: policy.max_attempts,
             bandwidth_limit: 0,
+            delta_packs: true,
         }
     }
 }
@@ -245,6 +248,8 @@ pub struct Config {
     pub backup_keep: usize,
     pub backup_max_age: Duration,
     pub download: crate::source::DownloadPolicy,
+    /// Whether the download planner may choose a delta pack.
+    pub delta_packs: bool,
     pub daemon: DaemonConfig,
     /// File with the id of the current boot, below the root prefix.
     pub boot_id_file: PathBuf,
@@ -318,6 +323,7 @@ impl Config {
                 bandwidth_limit: (file.download.bandwidth_limit > 0).then_some(file.download.bandwidth_limit),
                 ..crate::source::DownloadPolicy::default()
             },
+            delta_packs: file.download.delta_packs,
             daemon: DaemonConfig {
                 source: file.daemon.source,
                 poll_interval: file.daemon.poll_interval,

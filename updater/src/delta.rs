@@ -254,3 +254,168 @@ impl Write for HashingWriter<'_> {
         self.inner.flush()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::io::Write as _;
+
+    use super::*;
+    use crate::format::delta::{DeltaEnd, DeltaFile};
+    use crate::format::{ChunkRef, Entry, HealthCheck, PreSwitch, Provenance};
+
+    fn compress(reference: &[u8], content: &[u8]) -> Vec<u8> {
+        let mut encoder = zstd::stream::write::Encoder::with_ref_prefix(Vec::new(), 3, reference).expect("encoder");
+        encoder.window_log(crate::format::delta::window_log(reference.len() as u64, content.len() as u64)).expect("window");
+        encoder.write_all(content).expect("write");
+        encoder.finish().expect("finish")
+    }
+
+    fn manifest(version: &str, files: &[(&str, &[u8])]) -> Manifest {
+        let mut entries = vec![Entry {
+            path: "share".to_owned(),
+            kind: EntryKind::Dir,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+            xattrs: BTreeMap::new(),
+        }];
+        for (path, content) in files {
+            let digest = Sha256Digest::of(content);
+            let chunk = ChunkRef { digest, size: content.len() as u64, stored: 1 };
+            entries.push(Entry {
+                path: (*path).to_owned(),
+                kind: EntryKind::File { size: content.len() as u64, sha256: digest, chunks: vec![chunk] },
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                mtime: 0,
+                xattrs: BTreeMap::new(),
+            });
+        }
+        Manifest {
+            format: 1,
+            name: "ecar".to_owned(),
+            version: version.parse().expect("version"),
+            compatible: "ecar".to_owned(),
+            architecture: "x86_64".to_owned(),
+            prefix: "/opt/ecar".to_owned(),
+            provenance: Provenance {
+                source_commit: None,
+                recipe_sha256: Sha256Digest::of(b"recipe"),
+                builder: "test".to_owned(),
+                source_date_epoch: 0,
+            },
+            services: Vec::new(),
+            pre_switch: PreSwitch::default(),
+            health: HealthCheck { command: vec!["true".to_owned()], timeout_ms: 1, interval_ms: 1, failures_to_revert: 1 },
+            entries,
+        }
+    }
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        old: Manifest,
+        old_bytes: Vec<u8>,
+        new: Manifest,
+        new_bytes: Vec<u8>,
+        pack: Vec<u8>,
+    }
+
+    const OLD_CONFIG: &[u8] = b"max_steering_angle_deg = 35.0\nmax_speed = 2.5\nwheel_base = 0.42\n";
+    const NEW_CONFIG: &[u8] = b"max_steering_angle_deg = 30.0\nmax_speed = 2.5\nwheel_base = 0.42\n";
+
+    /// An active slot with 1.0.0 and a pack to 1.0.1 that changes one file
+    /// and adds another.
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let active = dir.path().join("active");
+        std::fs::create_dir_all(active.join("share")).expect("slot");
+        std::fs::write(active.join("share/limits.toml"), OLD_CONFIG).expect("old file");
+        let old = manifest("1.0.0", &[("share/limits.toml", OLD_CONFIG)]);
+        let new = manifest("1.0.1", &[("share/limits.toml", NEW_CONFIG), ("share/new.txt", b"new file\n")]);
+        let old_bytes = serde_json::to_vec(&old).expect("json");
+        let new_bytes = serde_json::to_vec(&new).expect("json");
+        let manifest_frame = compress(&old_bytes, &new_bytes);
+        let group_frame = compress(OLD_CONFIG, &[NEW_CONFIG, b"new file\n"].concat());
+        let header = DeltaHeader {
+            format: DELTA_FORMAT,
+            name: "ecar".to_owned(),
+            from: DeltaEnd { version: old.version.clone(), manifest_sha256: Sha256Digest::of(&old_bytes), manifest_size: old_bytes.len() as u64 },
+            to: DeltaEnd { version: new.version.clone(), manifest_sha256: Sha256Digest::of(&new_bytes), manifest_size: new_bytes.len() as u64 },
+            manifest_patch: manifest_frame.len() as u64,
+            groups: vec![DeltaGroup {
+                files: vec![
+                    DeltaFile { path: "share/limits.toml".to_owned(), base: Some("share/limits.toml".to_owned()) },
+                    DeltaFile { path: "share/new.txt".to_owned(), base: None },
+                ],
+                patch: group_frame.len() as u64,
+            }],
+        };
+        let header_bytes = zstd::bulk::compress(&serde_json::to_vec(&header).expect("json"), 3).expect("header");
+        let mut pack = DELTA_MAGIC.to_vec();
+        pack.extend_from_slice(&(header_bytes.len() as u32).to_le_bytes());
+        pack.extend_from_slice(&header_bytes);
+        pack.extend_from_slice(&manifest_frame);
+        pack.extend_from_slice(&group_frame);
+        Fixture { dir, old, old_bytes, new, new_bytes, pack }
+    }
+
+    fn write_pack(fixture: &Fixture, bytes: &[u8]) -> PathBuf {
+        let path = fixture.dir.path().join("pack.delta");
+        std::fs::write(&path, bytes).expect("write pack");
+        path
+    }
+
+    #[test]
+    fn pack_rebuilds_manifest_and_files() {
+        let fixture = fixture();
+        let pack = DeltaPack::open(&write_pack(&fixture, &fixture.pack)).expect("open");
+        assert_eq!(pack.manifest(&fixture.old_bytes, MAX_HEADER_JSON_BYTES).expect("manifest"), fixture.new_bytes);
+        let out = fixture.dir.path().join("rebuilt");
+        let rebuilt = pack
+            .rebuild_files(&fixture.new, &fixture.old, &fixture.dir.path().join("active"), &out, |_| true)
+            .expect("rebuild");
+        assert_eq!(rebuilt.len(), 2);
+        assert_eq!(std::fs::read(&rebuilt[&Sha256Digest::of(NEW_CONFIG)]).expect("read"), NEW_CONFIG);
+        assert_eq!(std::fs::read(&rebuilt[&Sha256Digest::of(b"new file\n")]).expect("read"), b"new file\n");
+    }
+
+    #[test]
+    fn damaged_packs_are_rejected_when_opened() {
+        let fixture = fixture();
+        let cases: [(&str, Vec<u8>, &str); 3] = [
+            ("magic", [b"XXXXXXXX".as_slice(), &fixture.pack[8..]].concat(), "magic"),
+            ("truncated", fixture.pack[..fixture.pack.len() - 1].to_vec(), "frames add up"),
+            ("short", fixture.pack[..5].to_vec(), "shorter"),
+        ];
+        for (case, bytes, expected) in cases {
+            let error = DeltaPack::open(&write_pack(&fixture, &bytes)).expect_err(case).to_string();
+            assert!(error.contains(expected), "{case}: {error}");
+        }
+    }
+
+    #[test]
+    fn pack_for_another_release_is_refused() {
+        let fixture = fixture();
+        let pack = DeltaPack::open(&write_pack(&fixture, &fixture.pack)).expect("open");
+        let error = pack.manifest(b"{}", MAX_HEADER_JSON_BYTES).expect_err("other base").to_string();
+        assert!(error.contains("upgrades from manifest"), "{error}");
+    }
+
+    #[test]
+    fn changed_active_file_skips_its_group() {
+        let fixture = fixture();
+        std::fs::write(fixture.dir.path().join("active/share/limits.toml"), b"max_steering_angle_deg = 99.0\nmax_speed = 2.5\nwheel_base = 0.42\n")
+            .expect("damage active file");
+        let pack = DeltaPack::open(&write_pack(&fixture, &fixture.pack)).expect("open");
+        let out = fixture.dir.path().join("rebuilt");
+        let rebuilt = pack
+            .rebuild_files(&fixture.new, &fixture.old, &fixture.dir.path().join("active"), &out, |_| true)
+            .expect("rebuild");
+        assert!(rebuilt.is_empty(), "{rebuilt:?}");
+        let left: Vec<_> = std::fs::read_dir(&out).expect("out dir").collect();
+        assert!(left.is_empty(), "a file of the failed group stayed: {left:?}");
+    }
+}

@@ -153,6 +153,7 @@ pub fn fetch_repository_release(
     let destination = manifests.join(local_target_file_name(&name));
     let targets_fetcher = fetcher(config, repository, "targets")?;
 
+    let active_manifest = active_manifest.filter(|_| config.delta_packs);
     let active_digest = active_manifest.map(crate::format::Sha256Digest::of);
     let mut delta = None;
     let mut bytes = None;

@@ -223,7 +223,13 @@ pub fn fetch_all_releases(
         let name = find_target_by_hash(&targets, &manifest_bytes, source)?;
         return Ok(vec![verify_release(&targets, &name, &manifest_bytes)?]);
     }
-    let names: Vec<String> = targets.targets.keys().cloned().collect();
+    // Delta packs are checked by their signed hashes when a robot uses them.
+    let names: Vec<String> = targets
+        .targets
+        .iter()
+        .filter(|(_, target)| crate::format::delta::DeltaTargetInfo::from_custom(target.custom.as_ref()).is_none())
+        .map(|(name, _)| name.clone())
+        .collect();
     names
         .iter()
         .map(|name| {

@@ -38,8 +38,8 @@ pub const MAX_GROUP_BYTES: u64 = 8 * 1024 * 1024;
 pub const MAX_HEADER_BYTES: u64 = 16 * 1024 * 1024;
 /// Largest header once decompressed.
 pub const MAX_HEADER_JSON_BYTES: u64 = 64 * 1024 * 1024;
-/// zstd window log that a robot accepts in a pack frame: 2^27 bytes, above
-/// any group or manifest reference plus its output.
+/// Largest zstd window log of a pack frame: 128 MiB, enough for any group.
+/// A manifest pair larger than that still decodes, but patches less well.
 pub const MAX_WINDOW_LOG: u32 = 27;
 
 /// The table of contents of a pack.
