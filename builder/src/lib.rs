@@ -12,6 +12,7 @@
 pub mod audit;
 pub mod bundle;
 pub mod colcon;
+pub mod cross;
 pub mod delta;
 pub mod entries;
 pub mod extra;

@@ -56,6 +56,7 @@ pub struct Recipe {
     pub chunking: ChunkingSettings,
     pub rollout: RolloutSettings,
     pub delta: DeltaSettings,
+    pub cross: crate::cross::CrossSettings,
 }
 
 /// Staged rollout written into each release's signed metadata: waves as
@@ -261,6 +262,17 @@ struct RecipeFile {
     rollout: Option<RolloutFile>,
     #[serde(default)]
     delta: DeltaSettings,
+    #[serde(default)]
+    cross: CrossFile,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CrossFile {
+    #[serde(default)]
+    target: Option<String>,
+    #[serde(default)]
+    toolchains: std::collections::BTreeMap<String, PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -384,6 +396,7 @@ impl Validator<'_> {
         let health = self.health(raw.health)?;
         self.chunking(&raw.chunking)?;
         self.delta(&raw.delta)?;
+        let cross = self.cross(raw.cross, base)?;
         let rollout = match raw.rollout {
             None => RolloutSettings::default(),
             Some(file) => self.rollout(file)?,
@@ -407,6 +420,7 @@ impl Validator<'_> {
             chunking: raw.chunking,
             rollout,
             delta: raw.delta,
+            cross,
         })
     }
 
@@ -630,6 +644,35 @@ impl Validator<'_> {
 }
 
 impl Validator<'_> {
+    fn cross(&self, file: CrossFile, base: &Path) -> Result<crate::cross::CrossSettings, RecipeError> {
+        let architecture = |field: &str, name: &str| {
+            crate::cross::check_architecture(name).map_err(|reason| self.invalid(field, name, reason))
+        };
+        if let Some(target) = &file.target {
+            architecture("cross.target", target)?;
+        }
+        let mut toolchains = std::collections::BTreeMap::new();
+        for (name, toolchain) in file.toolchains {
+            let field = format!("cross.toolchains.{name}");
+            architecture(&field, &name)?;
+            let path = base.join(&toolchain);
+            if !path.is_file() {
+                return Err(self.invalid(&field, &toolchain, "no such CMake toolchain file; the path is relative to the recipe"));
+            }
+            toolchains.insert(name, path);
+        }
+        if let Some(target) = &file.target {
+            if *target != std::env::consts::ARCH && !toolchains.contains_key(target) {
+                return Err(self.invalid(
+                    "cross.target",
+                    target,
+                    format!("no toolchain for it; add `{target} = \"FILE.cmake\"` under [cross.toolchains]"),
+                ));
+            }
+        }
+        Ok(crate::cross::CrossSettings { target: file.target, toolchains })
+    }
+
     fn delta(&self, delta: &DeltaSettings) -> Result<(), RecipeError> {
         if delta.from_last > MAX_DELTA_FROM_LAST {
             return Err(self.invalid(

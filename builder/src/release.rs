@@ -141,6 +141,8 @@ pub struct ReleaseRequest {
     pub signing: SigningSpecs,
     pub source_date_epoch: u64,
     pub tree: TreeSource,
+    /// Architecture of the release, and the toolchain of a cross build.
+    pub target: crate::cross::BuildTarget,
     pub progress: Progress,
 }
 
@@ -232,9 +234,7 @@ pub fn write_release(request: &ReleaseRequest) -> Result<ReleaseSummary, Release
         name: recipe.name.clone(),
         version: request.version.clone(),
         compatible: recipe.compatible.clone(),
-        // TODO: take the architecture from the recipe or a cross toolchain
-        // once cross builds exist; the host's is right only for native builds.
-        architecture: std::env::consts::ARCH.to_owned(),
+        architecture: request.target.architecture.clone(),
         prefix: recipe.prefix.clone(),
         provenance: Provenance {
             source_commit: prepared.source_commit.clone(),
@@ -370,7 +370,10 @@ fn write_deltas(
     let earlier = listed_releases(existing, what, roots)?
         .into_iter()
         .filter(|listed| {
-            listed.info.name == manifest.name && listed.info.compatible == manifest.compatible && listed.info.version < manifest.version
+            listed.info.name == manifest.name
+                && listed.info.compatible == manifest.compatible
+                && listed.info.architecture == manifest.architecture
+                && listed.info.version < manifest.version
         })
         .take(recipe.delta.from_last as usize);
     let mut published = Vec::new();
@@ -471,12 +474,17 @@ fn prepare_tree(request: &ReleaseRequest) -> Result<PreparedTree, ReleaseError> 
     let mut build_paths = Vec::new();
     match &request.tree {
         TreeSource::Colcon { venv, work_dir } => {
+            let mut cmake_args = recipe.colcon.cmake_args.clone();
+            if let Some(toolchain) = &request.target.toolchain {
+                let toolchain = std::path::absolute(toolchain).map_err(|source| ReleaseError::Read { path: toolchain.clone(), source })?;
+                cmake_args.push(format!("-DCMAKE_TOOLCHAIN_FILE={}", toolchain.display()));
+            }
             let build = ColconBuild {
                 workspace: workspace.clone(),
                 work_dir: work_dir.clone(),
                 venv: venv.clone(),
                 args: recipe.colcon.args.clone(),
-                cmake_args: recipe.colcon.cmake_args.clone(),
+                cmake_args,
                 source_date_epoch: request.source_date_epoch,
             };
             let spinner = request.progress.spinner("colcon");

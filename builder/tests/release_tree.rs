@@ -114,6 +114,7 @@ fn release(checkout: &Path, keys: &Path, out: &Path, version: &str) -> Result<Re
         signing: Default::default(),
         source_date_epoch: EPOCH,
         tree: TreeSource::Prebuilt { tree: checkout.join("install") },
+        target: tender_builder::cross::BuildTarget::host(),
         progress: Progress::new(false),
     })
 }

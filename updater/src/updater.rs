@@ -51,7 +51,7 @@ pub enum UpdateError {
     Fs(#[from] FsError),
     #[error("release {release} is for compatible {found:?} but this robot is {expected:?}; use a release built for {expected:?}")]
     Incompatible { release: String, found: String, expected: String },
-    #[error("release {release} is built for {found} but this robot is {expected}; build it for {expected}")]
+    #[error("release {release} is built for architecture {found} but this robot is {expected}; install a release built with `tender release --target {expected}`")]
     WrongArchitecture { release: String, found: String, expected: String },
     #[error("release {release} installs to {found} but this robot's slots are at {expected}; fix slots.base or the recipe prefix")]
     WrongPrefix { release: String, found: String, expected: String },

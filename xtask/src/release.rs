@@ -27,9 +27,9 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     keys: Option<PathBuf>,
 
-    /// Target triple to build for. Accepted but ignored: cross builds are not
-    /// supported yet, so releases are built for the build host.
-    #[arg(long, value_name = "TRIPLE")]
+    /// Architecture to build for, such as aarch64 (cross build with the
+    /// recipe's toolchain file for it). Default: the recipe's, else the host's.
+    #[arg(long, value_name = "ARCH")]
     target: Option<String>,
 
     /// More arguments for `tender release`, after `--`, such as
@@ -39,9 +39,6 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    if let Some(target) = &args.target {
-        eprintln!("warning: --target {target} is ignored: cross builds are not supported yet, so this release is for the build host");
-    }
     let venv = ensure_venv()?;
     let tender = build_tender()?;
     let keys = match args.keys {
@@ -61,6 +58,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .arg(&keys)
             .arg("--colcon-venv")
             .arg(&venv)
+            .args(args.target.iter().flat_map(|target| ["--target", target.as_str()]))
             .args(&args.tender_args),
     )
 }

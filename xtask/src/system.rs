@@ -20,6 +20,9 @@ const REQUIREMENTS: &[Requirement] = &[
     Requirement { check: &["zstd", "--version"], package: "zstd" },
     Requirement { check: &["tar", "--version"], package: "tar" },
     Requirement { check: &["bash", "--version"], package: "bash" },
+    // Cross builds for arm64 robots, and running their programs in tests.
+    Requirement { check: &["aarch64-linux-gnu-g++", "--version"], package: "crossbuild-essential-arm64" },
+    Requirement { check: &["qemu-aarch64", "--version"], package: "qemu-user" },
 ];
 
 fn is_present(check: &[&str]) -> bool {

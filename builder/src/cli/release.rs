@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use indicatif::HumanBytes;
+use tender_builder::cross::build_target;
 use tender_builder::progress::Progress;
 use tender_builder::provenance::{source_date_epoch, EpochSource};
 use tender_builder::recipe::Recipe;
@@ -58,7 +59,14 @@ pub struct Args {
     #[arg(long, value_name = "DIR", conflicts_with = "tree")]
     colcon_venv: Option<PathBuf>,
 
-    /// Directory for colcon's build, install and log directories. Default: OUT/work.
+    /// Architecture to build for, such as aarch64; a cross build uses the
+    /// recipe's [cross.toolchains] entry for it. Default: the recipe's
+    /// cross.target, else the build host's.
+    #[arg(long, value_name = "ARCH")]
+    target: Option<String>,
+
+    /// Directory for colcon's build, install and log directories. Default:
+    /// OUT/work, or OUT/work-ARCH for a cross build.
     #[arg(long, value_name = "DIR", conflicts_with = "tree")]
     work_dir: Option<PathBuf>,
 
@@ -88,12 +96,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             humantime::format_rfc3339_seconds(expiry(epoch)),
         );
     }
+    let target = build_target(&recipe.cross, args.target.as_deref(), &recipe.path)?;
+    let default_work_dir = match target.is_cross() {
+        true => args.out.join(format!("work-{}", target.architecture)),
+        false => args.out.join("work"),
+    };
     let tree = match args.tree {
         Some(tree) => TreeSource::Prebuilt { tree },
-        None => TreeSource::Colcon {
-            venv: args.colcon_venv,
-            work_dir: args.work_dir.unwrap_or_else(|| args.out.join("work")),
-        },
+        None => TreeSource::Colcon { venv: args.colcon_venv, work_dir: args.work_dir.unwrap_or(default_work_dir) },
     };
     let request = ReleaseRequest {
         recipe,
@@ -107,6 +117,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         },
         source_date_epoch: epoch,
         tree,
+        target,
         progress: Progress::new(true),
     };
     let summary = write_release(&request).with_context(|| {
