@@ -6,6 +6,7 @@ pub mod format;
 pub mod source;
 pub mod verify;
 pub mod backup;
+pub mod boot;
 pub mod command;
 pub mod config;
 pub mod daemon;
