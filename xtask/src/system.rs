@@ -20,6 +20,11 @@ const REQUIREMENTS: &[Requirement] = &[
     Requirement { check: &["zstd", "--version"], package: "zstd" },
     Requirement { check: &["tar", "--version"], package: "tar" },
     Requirement { check: &["bash", "--version"], package: "bash" },
+    // The OCI image tests check `tender image` output with real tools and a
+    // real registry on 127.0.0.1.
+    Requirement { check: &["skopeo", "--version"], package: "skopeo" },
+    Requirement { check: &["umoci", "--version"], package: "umoci" },
+    Requirement { check: &["docker-registry", "--version"], package: "docker-registry" },
 ];
 
 fn is_present(check: &[&str]) -> bool {
