@@ -163,7 +163,10 @@ fn umoci_unpack_matches_release_manifest() {
 /// that the tree holds nothing else.
 fn assert_tree_matches_manifest(root: &Path) {
     let manifest = release_manifest();
-    let entries = manifest["entries"].as_array().expect("entries");
+    assert_matches_manifest(root, manifest["entries"].as_array().expect("entries"));
+}
+
+fn assert_matches_manifest(root: &Path, entries: &[serde_json::Value]) {
     for entry in entries {
         let relative = entry["path"].as_str().expect("path");
         let path = root.join(relative);
@@ -382,4 +385,90 @@ fn registry_round_trip_keeps_digest() {
     let pulled_raw = expect_success(&skopeo(dir.path(), &["inspect", "--raw", &target]), "raw pulled");
     assert_eq!(original_raw, pulled_raw, "the manifest changed on the way through the registry");
     drop(registry);
+}
+
+const TREE_RECIPE: &str = r#"
+name = "ecar-4wd4ws"
+compatible = "ecar-4wd4ws"
+prefix = "/opt/ecar"
+runtime_path = "/opt/ecar/current"
+
+[colcon]
+workspace = "ws"
+
+[health]
+command = ["true"]
+timeout = "30s"
+interval = "2s"
+"#;
+
+/// Releases a prebuilt tree with a symlink, a hard link, setuid and setgid
+/// modes, a path longer than the ustar name field and a user xattr, then
+/// checks that umoci unpacks the image into exactly that tree.
+#[test]
+fn tree_with_links_and_modes_unpacks_exactly() {
+    let dir = tempfile::tempdir().expect("dir");
+    let tree = dir.path().join("install");
+    let deep = format!("share/{}/{}", "motor_controller_calibration".repeat(3), "wheel_torque_table_front_left".repeat(4));
+    let files: [(&str, &[u8], u32); 3] = [
+        ("bin/motor_controller", b"#!/bin/sh\necho motor\n", 0o4755),
+        ("config/default.yaml", b"max_torque_nm: 40.0\n", 0o644),
+        (deep.as_str(), b"0.0 1.5 3.0\n", 0o640),
+    ];
+    for (path, bytes, mode) in files {
+        let path = tree.join(path);
+        fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        fs::write(&path, bytes).expect("write");
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+    fs::set_permissions(tree.join("config"), fs::Permissions::from_mode(0o2775)).expect("chmod");
+    std::os::unix::fs::symlink("motor_controller", tree.join("bin/mc")).expect("symlink");
+    fs::hard_link(tree.join("bin/motor_controller"), tree.join("bin/motor_controller.hard")).expect("hard link");
+    let with_xattr = xattr::set(tree.join("config/default.yaml"), "user.ecar.origin", b"factory").is_ok();
+
+    let recipe = dir.path().join("recipe.toml");
+    fs::write(&recipe, TREE_RECIPE).expect("recipe");
+    let keys = dir.path().join("keys");
+    expect_success(&run(Command::new(bin("tender")).args(["keys", "generate", "--out"]).arg(&keys)), "keys generate");
+    let out = dir.path().join("out");
+    let release = run(Command::new(bin("tender"))
+        .arg("release")
+        .arg("--recipe")
+        .arg(&recipe)
+        .args(["--version", VERSION, "--source-date-epoch", "1700000000", "--out"])
+        .arg(&out)
+        .arg("--keys")
+        .arg(&keys)
+        .arg("--tree")
+        .arg(&tree));
+    expect_success(&release, "tender release --tree");
+
+    let layout = dir.path().join("image");
+    let image = run(Command::new(bin("tender"))
+        .arg("image")
+        .arg("--recipe")
+        .arg(&recipe)
+        .arg("--release")
+        .arg(&out)
+        .args(["--version", VERSION, "--out"])
+        .arg(&layout));
+    expect_success(&image, "tender image");
+    let bundle = dir.path().join("bundle");
+    umoci_unpack(&layout, &bundle);
+    let root = bundle.join("rootfs/opt/ecar/current");
+
+    let manifest = json(&fs::read_to_string(out.join(format!("repo/manifests/ecar-4wd4ws-{VERSION}.manifest.json"))).expect("manifest"));
+    let entries = manifest["entries"].as_array().expect("entries");
+    let kinds: Vec<&str> = entries.iter().filter_map(|e| e["type"].as_str()).collect();
+    assert!(kinds.contains(&"symlink") && kinds.contains(&"hardlink"), "{kinds:?}");
+    assert_matches_manifest(&root, entries);
+    assert_eq!(fs::read(root.join(&deep)).expect("long path"), b"0.0 1.5 3.0\n");
+    assert_eq!(fs::metadata(root.join("bin/motor_controller")).expect("binary").permissions().mode() & 0o7777, 0o4755);
+    assert_eq!(fs::metadata(root.join("config")).expect("config").permissions().mode() & 0o7777, 0o2775);
+    if with_xattr {
+        let value = xattr::get(root.join("config/default.yaml"), "user.ecar.origin").expect("read xattr");
+        assert_eq!(value.as_deref(), Some(b"factory".as_slice()), "umoci did not restore the user xattr");
+    } else {
+        eprintln!("the temporary directory has no user xattrs, so the xattr check was skipped");
+    }
 }

@@ -143,7 +143,7 @@ fn layer_members(blob: &Path, compression: Compression) -> Vec<Member> {
 fn image_digest_is_reproducible() {
     let dir = tempfile::tempdir().expect("tempdir");
     let release = write_release(&dir.path().join("out"), "x86_64");
-    let mut first = request(dir.path(), &[release.clone()], "image-a");
+    let mut first = request(dir.path(), std::slice::from_ref(&release), "image-a");
     first.archive = Some(dir.path().join("a.tar"));
     let mut second = request(dir.path(), &[release], "image-b");
     second.archive = Some(dir.path().join("b.tar"));
