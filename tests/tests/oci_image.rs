@@ -1,7 +1,7 @@
-//! `tender image` checked by real tools: skopeo reads the layout and the
-//! archive, umoci unpacks the image into a tree that matches the release
-//! manifest, and a local Debian `docker-registry` on 127.0.0.1 takes the
-//! image and gives it back with the same digest.
+//! `tender image` checked by real tools. skopeo reads the layout and the
+//! archive, and umoci unpacks the image into a tree that matches the
+//! release manifest. A local Debian `docker-registry` on 127.0.0.1 stores
+//! the image and returns it with the same digest.
 
 mod common;
 
@@ -62,7 +62,7 @@ fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
 }
 
-/// The fixture's 1.0.1 manifest.
+/// Reads the fixture's 1.0.1 manifest.
 fn release_manifest() -> serde_json::Value {
     let path = fixture().repo.join(format!("manifests/ecar-4wd4ws-{VERSION}.manifest.json"));
     json(&fs::read_to_string(path).expect("manifest"))
@@ -160,7 +160,7 @@ fn umoci_unpack_matches_release_manifest() {
 
 /// Checks every entry of the 1.0.1 manifest against the tree at `root`:
 /// type, mode, size and SHA-256 of files, symlink targets, hard links, and
-/// that the tree holds nothing else.
+/// that the tree contains nothing else.
 fn assert_tree_matches_manifest(root: &Path) {
     let manifest = release_manifest();
     assert_matches_manifest(root, manifest["entries"].as_array().expect("entries"));
@@ -460,7 +460,8 @@ fn tree_with_links_and_modes_unpacks_exactly() {
     let manifest = json(&fs::read_to_string(out.join(format!("repo/manifests/ecar-4wd4ws-{VERSION}.manifest.json"))).expect("manifest"));
     let entries = manifest["entries"].as_array().expect("entries");
     let kinds: Vec<&str> = entries.iter().filter_map(|e| e["type"].as_str()).collect();
-    assert!(kinds.contains(&"symlink") && kinds.contains(&"hardlink"), "{kinds:?}");
+    assert!(kinds.contains(&"symlink"), "{kinds:?}");
+    assert!(kinds.contains(&"hardlink"), "{kinds:?}");
     assert_matches_manifest(&root, entries);
     assert_eq!(fs::read(root.join(&deep)).expect("long path"), b"0.0 1.5 3.0\n");
     assert_eq!(fs::metadata(root.join("bin/motor_controller")).expect("binary").permissions().mode() & 0o7777, 0o4755);

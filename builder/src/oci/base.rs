@@ -2,12 +2,12 @@
 //! layout directory, or a root file system tarball (`.tar`, `.tar.gz`,
 //! `.tgz`, `.tar.zst`).
 //!
-//! Every blob of a layout is checked before it is used: JSON documents are
-//! bounded in size and must match their descriptor's digest and size, and
-//! each layer must match its digest and size, start with the magic number
-//! of the compression its media type declares (gzip `1f 8b`, zstd
-//! `28 b5 2f fd`, neither for a plain tar), and decompress to the `diff_id`
-//! the base configuration lists. A Docker schema 2 manifest may list only
+//! Every blob of a layout is checked before it is used. JSON documents are
+//! bounded in size and must match their descriptor's digest and size. Each
+//! layer must match its digest and size, and start with the magic number of
+//! the compression its media type declares (gzip `1f 8b`, zstd
+//! `28 b5 2f fd`, neither for a plain tar). It must also decompress to the
+//! `diff_id` that the base configuration lists. A Docker schema 2 manifest may list only
 //! Docker layer media types, which have no zstd variant. Imported layers
 //! keep their bytes and get the OCI media type of their compression.
 
@@ -60,7 +60,7 @@ pub enum BaseError {
     TarballMismatch { path: PathBuf, declared: &'static str, media_type: String, found: &'static str },
 }
 
-/// Where a base image comes from.
+/// Origin of a base image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BaseSource {
     /// An OCI image layout directory.
@@ -70,7 +70,7 @@ pub enum BaseSource {
 }
 
 impl BaseSource {
-    /// A directory is a layout and a file is a tarball.
+    /// Classifies `path`: a directory is a layout, and a file is a tarball.
     pub fn from_path(path: &Path) -> Result<Self, BaseError> {
         let metadata = std::fs::metadata(path).map_err(|source| BaseError::Read { path: path.to_owned(), source })?;
         Ok(if metadata.is_dir() { Self::Layout(path.to_owned()) } else { Self::Rootfs(path.to_owned()) })
@@ -320,6 +320,6 @@ fn read_bounded(dir: &Path, path: &Path) -> Result<Vec<u8>, BaseError> {
     Ok(bytes)
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(dir: &Path, bytes: &[u8], what: &str) -> Result<T, BaseError> {
-    serde_json::from_slice(bytes).map_err(|e| invalid(dir, format!("{what} is not valid OCI JSON: {e}")))
+fn parse_json<T: serde::de::DeserializeOwned>(dir: &Path, bytes: &[u8], document: &str) -> Result<T, BaseError> {
+    serde_json::from_slice(bytes).map_err(|e| invalid(dir, format!("{document} is not valid OCI JSON: {e}")))
 }

@@ -31,13 +31,13 @@ pub const TITLE_LABEL: &str = "org.opencontainers.image.title";
 /// Failure to assemble a document; only a missing required field of an
 /// oci-spec builder causes it.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot assemble the OCI {what}: {source}")]
+#[error("cannot assemble the OCI {document}: {source}")]
 pub struct ConfigError {
-    what: &'static str,
+    document: &'static str,
     source: OciSpecError,
 }
 
-/// What one platform's image is made of.
+/// Parts of one platform's image.
 pub struct ImageParts<'a> {
     pub release: &'a Release,
     pub settings: &'a ImageSettings,
@@ -140,7 +140,7 @@ fn history_entry(created: &str, created_by: &str) -> Result<History, ConfigError
         .created(created.to_owned())
         .created_by(created_by.to_owned())
         .build()
-        .map_err(|source| ConfigError { what: "history entry", source })
+        .map_err(|source| ConfigError { document: "history entry", source })
 }
 
 /// Builds an image manifest of a configuration and its layers, base first.
@@ -151,7 +151,7 @@ pub fn build_manifest(config: Descriptor, layers: Vec<Descriptor>) -> Result<Ima
         .config(config)
         .layers(layers)
         .build()
-        .map_err(|source| ConfigError { what: "image manifest", source })
+        .map_err(|source| ConfigError { document: "image manifest", source })
 }
 
 /// Builds an image index of `manifests`, for a multi-platform image blob
@@ -162,7 +162,7 @@ pub fn build_index(manifests: Vec<Descriptor>) -> Result<ImageIndex, ConfigError
         .media_type(MediaType::ImageIndex)
         .manifests(manifests)
         .build()
-        .map_err(|source| ConfigError { what: "image index", source })
+        .map_err(|source| ConfigError { document: "image index", source })
 }
 
 /// Returns `descriptor` annotated with `tag` as its reference name.

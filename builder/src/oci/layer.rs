@@ -1,12 +1,12 @@
 //! The workspace layer: a deterministic tar of a release's files below the
 //! path the release runs at on a robot, such as `/opt/ecar/current`.
 //!
-//! The layer holds the parent directories of that path (mode 0755, owner
-//! 0:0), the path itself as a directory, then every manifest entry in
-//! manifest order with its mode, owner, symlink target, hardlink target and
-//! extended attributes, and the release's `SOURCE_DATE_EPOCH` as mtime. File
-//! contents come from the chunk store, each chunk checked against its
-//! digest as it is read.
+//! The layer starts with the parent directories of that path (mode 0755,
+//! owner 0:0) and the path itself as a directory. Every manifest entry
+//! follows in manifest order, with its mode, owner, symlink or hardlink
+//! target, extended attributes, and the release's `SOURCE_DATE_EPOCH` as
+//! mtime. File contents come from the chunk store, and each chunk is checked
+//! against its digest as it is read.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};

@@ -2,7 +2,7 @@
 //! Layout"): `oci-layout`, `index.json` and `blobs/sha256/HEX`.
 //!
 //! The layout is built in a temporary directory beside the output and
-//! renamed into place by [`LayoutWriter::commit`], so the output path holds
+//! renamed into place by [`LayoutWriter::commit`], so the output path contains
 //! either the previous layout or the complete new one. JSON documents are
 //! written with sorted object keys and no white space, so the same content
 //! gives the same digests.
@@ -28,8 +28,8 @@ pub enum LayoutError {
     #[error("cannot write {}: {source}", path.display())]
     Write { path: PathBuf, source: io::Error },
 
-    #[error("cannot encode {what} as JSON: {source}")]
-    Encode { what: &'static str, source: serde_json::Error },
+    #[error("cannot encode {document} as JSON: {source}")]
+    Encode { document: &'static str, source: serde_json::Error },
 
     #[error("{} exists and is not an OCI image layout (no oci-layout file); remove it or choose another --out", path.display())]
     NotALayout { path: PathBuf },
@@ -43,12 +43,12 @@ pub struct Blob {
 }
 
 impl Blob {
-    /// The OCI form of the digest, `sha256:HEX`.
+    /// Returns the OCI form of the digest, `sha256:HEX`.
     pub fn oci_digest(&self) -> Digest {
         oci_digest(&self.digest)
     }
 
-    /// A descriptor of this blob with `media_type`.
+    /// Returns a descriptor of this blob with `media_type`.
     pub fn descriptor(&self, media_type: MediaType) -> Descriptor {
         Descriptor::new(media_type, self.size, self.oci_digest())
     }
@@ -68,10 +68,10 @@ pub fn oci_digest(digest: &Sha256Digest) -> Digest {
 /// oci-spec keeps labels and annotations in `HashMap`s, whose order
 /// changes between runs, so the value goes through `serde_json::Value` and
 /// is sorted before it is written.
-pub fn to_sorted_json(value: &impl Serialize, what: &'static str) -> Result<Vec<u8>, LayoutError> {
-    let mut tree = serde_json::to_value(value).map_err(|source| LayoutError::Encode { what, source })?;
+pub fn to_sorted_json(value: &impl Serialize, document: &'static str) -> Result<Vec<u8>, LayoutError> {
+    let mut tree = serde_json::to_value(value).map_err(|source| LayoutError::Encode { document, source })?;
     tree.sort_all_objects();
-    serde_json::to_vec(&tree).map_err(|source| LayoutError::Encode { what, source })
+    serde_json::to_vec(&tree).map_err(|source| LayoutError::Encode { document, source })
 }
 
 /// A writer that hashes and counts the bytes it passes on.
@@ -183,8 +183,8 @@ impl LayoutWriter {
     }
 
     /// Writes `value` as sorted JSON and returns its descriptor.
-    pub fn write_json(&self, value: &impl Serialize, media_type: MediaType, what: &'static str) -> Result<Descriptor, LayoutError> {
-        let bytes = to_sorted_json(value, what)?;
+    pub fn write_json(&self, value: &impl Serialize, media_type: MediaType, document: &'static str) -> Result<Descriptor, LayoutError> {
+        let bytes = to_sorted_json(value, document)?;
         Ok(self.write_blob(&bytes)?.descriptor(media_type))
     }
 

@@ -2,14 +2,19 @@
 //! Docker, Podman or docker compose instead of `tenderd`.
 //!
 //! `tender image` reads what `tender release` wrote and writes an OCI image
-//! layout directory, optionally with a tar archive of it. The steps, one
-//! module each: [`source`] finds the release's manifest and chunk store,
-//! [`base`] imports and checks an optional base image, [`layer`] writes the
-//! workspace layer as a deterministic tar ([`tarball`]) compressed with
-//! gzip or zstd ([`compress`]), [`config`] builds the configuration,
-//! manifest and index documents, [`layout`] writes the blobs and commits
-//! the directory, and [`archive`] packs it. Several releases of one
-//! version, one per architecture, give a multi-platform image index.
+//! layout directory, optionally with a tar archive of it. Each step has
+//! its own module:
+//!
+//! - [`source`] finds the release's manifest and chunk store;
+//! - [`base`] imports and checks an optional base image;
+//! - [`layer`] writes the workspace layer as a deterministic tar
+//!   ([`tarball`]) compressed with gzip or zstd ([`compress`]);
+//! - [`config`] builds the configuration, manifest and index documents;
+//! - [`layout`] writes the blobs and commits the directory, and
+//!   [`archive`] packs it.
+//!
+//! Several releases of one version, one per architecture, give a
+//! multi-platform image index.
 //!
 //! Nothing depends on the clock or the build machine, so the same releases,
 //! recipe and options give the same image digest.
@@ -121,7 +126,7 @@ pub struct PlatformImage {
     pub base_layers: usize,
 }
 
-/// What `tender image` wrote.
+/// Paths and digests of the image that `tender image` wrote.
 #[derive(Debug, Clone)]
 pub struct ImageSummary {
     pub layout: PathBuf,
@@ -229,12 +234,12 @@ pub fn build_image(request: &ImageRequest) -> Result<ImageSummary, ImageError> {
     Ok(ImageSummary { layout: out, tag, digest, media_type, compression, images, archive })
 }
 
-/// Returns the platform of a release: the one given, checked against the
+/// Returns the platform of a release: the requested one, checked against the
 /// manifest's architecture, or the one the architecture maps to.
-fn release_platform(release: &Release, given: Option<&Platform>) -> Result<Platform, ImageError> {
+fn release_platform(release: &Release, requested: Option<&Platform>) -> Result<Platform, ImageError> {
     let architecture = &release.manifest.architecture;
     let derived = Platform::from_rust_arch(architecture);
-    match (given, derived) {
+    match (requested, derived) {
         (Some(platform), Some(derived)) if platform.architecture != derived.architecture => Err(ImageError::PlatformMismatch {
             path: release.manifest_path.clone(),
             platform: platform.clone(),

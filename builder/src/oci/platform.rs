@@ -14,7 +14,7 @@ pub struct Platform {
 }
 
 impl Platform {
-    /// The Linux platform of a release built for the Rust architecture
+    /// Returns the Linux platform of a release built for the Rust architecture
     /// `arch` (`std::env::consts::ARCH` of the build), or `None` for an
     /// architecture this mapping does not know.
     pub fn from_rust_arch(arch: &str) -> Option<Self> {
@@ -32,7 +32,7 @@ impl Platform {
         Some(Self { os: "linux".to_owned(), architecture: architecture.to_owned(), variant: variant.map(str::to_owned) })
     }
 
-    /// The OCI platform descriptor of this platform.
+    /// Converts this platform to its OCI descriptor form.
     pub fn to_oci(&self) -> oci_spec::image::Platform {
         let mut platform = oci_spec::image::Platform::default();
         platform.set_os(self.os.as_str().into());

@@ -8,8 +8,8 @@
 //! in `targets/`, then in the older `manifests/` layout.
 //!
 //! NOTE: the manifest is checked for structure and every chunk for its
-//! digest, but the TUF signatures over the manifest are not checked; the
-//! release directory is taken to be the builder's own output.
+//! digest, but the TUF signatures over the manifest are not checked,
+//! because the release directory is taken to be the builder's own output.
 
 use std::fs::File;
 use std::io::{self, Read};

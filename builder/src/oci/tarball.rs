@@ -2,12 +2,12 @@
 //!
 //! Every header is ustar with the fields set from the entry alone: numeric
 //! uid and gid, empty user and group names, device numbers 0, and the
-//! entry's own mtime. What ustar cannot hold goes into a PAX extended header
-//! (POSIX.1-2001 `pax` format) written just before the entry: a path longer
-//! than the ustar name and prefix fields, a link target over 100 bytes, ids
-//! or sizes too large for their octal fields, and extended attributes as
-//! `SCHILY.xattr.NAME` records, which GNU tar, Go's archive/tar and so
-//! Docker, containerd and umoci read.
+//! entry's own mtime. Values that ustar cannot store go into a PAX extended
+//! header (POSIX.1-2001 `pax` format) written just before the entry. These
+//! are a path longer than the ustar name and prefix fields, a link target
+//! over 100 bytes, and ids or sizes too large for their octal fields.
+//! Extended attributes become `SCHILY.xattr.NAME` records, the form that GNU
+//! tar and Go's archive/tar (and so umoci) read.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -90,7 +90,7 @@ pub fn append_entry<W: Write>(archive: &mut tar::Builder<W>, entry: &TarEntry, d
     if size == 0 {
         archive.append(&header, io::empty())
     } else {
-        // Fail rather than pad when the data is shorter than the header says.
+        // Fail rather than pad when the data is shorter than the header declares.
         archive.append(&header, LengthChecked { inner: data.take(size), remaining: size })
     }
 }
@@ -103,13 +103,13 @@ fn set_link(header: &mut tar::Header, target: &str, pax: &mut Vec<(String, Vec<u
         pax.push(("linkpath".to_owned(), bytes.to_vec()));
     }
     let field = &mut header.as_old_mut().linkname;
-    let kept = truncate(bytes, LINK_NAME_LEN);
-    field[..kept.len()].copy_from_slice(kept);
+    let stored = truncate(bytes, LINK_NAME_LEN);
+    field[..stored.len()].copy_from_slice(stored);
     0
 }
 
 /// Sets a numeric field, or a PAX record with its decimal value when it
-/// exceeds the octal field (the field then holds 0).
+/// exceeds the octal field. The field is then 0.
 fn set_number(
     header: &mut tar::Header,
     key: &str,
@@ -189,8 +189,8 @@ fn append_pax_header<W: Write>(
     archive.append(&header, body.as_slice())
 }
 
-/// One PAX record, `LENGTH KEY=VALUE\n`, where LENGTH counts the whole
-/// record including its own digits.
+/// Encodes one PAX record, `LENGTH KEY=VALUE\n`, where LENGTH counts the
+/// whole record including its own digits.
 fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
     let rest = key.len() + value.len() + 3;
     let mut length = rest + 1;

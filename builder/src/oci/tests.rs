@@ -276,7 +276,8 @@ fn missing_version_names_both_paths() {
     assert!(message.contains("manifests/"), "{message}");
 }
 
-/// A base layer: a tar with `etc/os-release`, compressed with `codec`.
+/// Returns a base layer, a tar with `etc/os-release` compressed with
+/// `codec`, and its `diff_id`.
 fn base_layer(codec: Compression) -> (Vec<u8>, Sha256Digest) {
     let mut archive = tar::Builder::new(Vec::new());
     let mut header = tar::Header::new_ustar();
