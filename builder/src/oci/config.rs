@@ -116,8 +116,6 @@ pub fn build_config(parts: &ImageParts) -> Result<ImageConfiguration, ConfigErro
     image.set_config(Some(config));
     image.set_rootfs(rootfs);
     image.set_history(Some(history));
-    // Fields of the base that describe the base's build, not this image.
-    image.set_author(None);
     Ok(image)
 }
 

@@ -2,8 +2,10 @@
 //! Layout"): `oci-layout`, `index.json` and `blobs/sha256/HEX`.
 //!
 //! The layout is built in a temporary directory beside the output and
-//! renamed into place by [`LayoutWriter::commit`], so the output path contains
-//! either the previous layout or the complete new one. JSON documents are
+//! renamed into place by [`LayoutWriter::commit`], so the output path never
+//! contains a partial layout. An earlier layout there is removed just before
+//! the rename, so a crash between the two leaves no layout at the output
+//! path, only the complete new one in the temporary directory. JSON documents are
 //! written with sorted object keys and no white space, so the same content
 //! gives the same digests.
 

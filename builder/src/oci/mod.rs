@@ -85,6 +85,9 @@ pub enum ImageError {
 
     #[error("no release given; pass --release at least once")]
     NoRelease,
+
+    #[error("base {} is a root file system tarball, which is built for one architecture, but the image has {count} platforms; pass an OCI layout base with one image per platform", path.display())]
+    TarballForSeveralPlatforms { path: PathBuf, count: usize },
 }
 
 /// One release to put in the image.
@@ -171,6 +174,12 @@ pub fn build_image(request: &ImageRequest) -> Result<ImageSummary, ImageError> {
             return Err(ImageError::DuplicatePlatform { platform });
         }
         releases.push((release, platform));
+    }
+
+    if let Some(BaseSource::Rootfs(path)) = &base_source {
+        if releases.len() > 1 {
+            return Err(ImageError::TarballForSeveralPlatforms { path: path.clone(), count: releases.len() });
+        }
     }
 
     let layout = LayoutWriter::create(&request.out)?;

@@ -429,6 +429,20 @@ fn rootfs_tarball_becomes_base_layer() {
 }
 
 #[test]
+fn tarball_base_for_two_platforms_is_rejected() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (layer, _) = base_layer(Compression::Gzip);
+    let tarball = dir.path().join("rootfs.tar.gz");
+    std::fs::write(&tarball, &layer).expect("write");
+    let amd64 = write_release(&dir.path().join("amd64"), "x86_64");
+    let arm64 = write_release(&dir.path().join("arm64"), "aarch64");
+    let mut both = request(dir.path(), &[amd64, arm64], "image");
+    both.base = Some(tarball);
+    let message = build_image(&both).expect_err("one tarball for two platforms").to_string();
+    assert!(message.contains("but the image has 2 platforms"), "{message}");
+}
+
+#[test]
 fn tarball_named_for_other_compression_is_rejected() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (layer, _) = base_layer(Compression::Gzip);
