@@ -18,6 +18,7 @@ pub mod entries;
 pub mod extra;
 pub mod fsutil;
 pub mod keydir;
+pub mod oci;
 pub mod progress;
 pub mod provenance;
 pub mod publish;

@@ -14,6 +14,9 @@ use tender_updater::format::limits::MAX_CHUNK_BYTES;
 use tender_updater::format::path::check_entry_path;
 use tender_updater::format::Sha256Digest;
 
+use crate::oci::compress::Compression;
+use crate::oci::settings::{check_env, check_label, check_user, ImageFile, ImageSettings, DEFAULT_USER};
+
 /// Failures to read or validate a recipe.
 #[derive(Debug, thiserror::Error)]
 pub enum RecipeError {
@@ -57,6 +60,8 @@ pub struct Recipe {
     pub rollout: RolloutSettings,
     pub delta: DeltaSettings,
     pub cross: crate::cross::CrossSettings,
+    /// Container image settings of `tender image`.
+    pub image: ImageSettings,
 }
 
 /// Staged rollout written into each release's signed metadata: waves as
@@ -264,6 +269,8 @@ struct RecipeFile {
     delta: DeltaSettings,
     #[serde(default)]
     cross: CrossFile,
+    #[serde(default)]
+    image: Option<ImageFile>,
 }
 
 #[derive(Deserialize, Default)]
@@ -401,6 +408,10 @@ impl Validator<'_> {
             None => RolloutSettings::default(),
             Some(file) => self.rollout(file)?,
         };
+        let image = match raw.image {
+            None => ImageSettings::default(),
+            Some(file) => self.image(file, base)?,
+        };
 
         Ok(Recipe {
             path: self.path.to_owned(),
@@ -421,6 +432,43 @@ impl Validator<'_> {
             rollout,
             delta: raw.delta,
             cross,
+            image,
+        })
+    }
+
+    fn image(&self, file: ImageFile, base: &Path) -> Result<ImageSettings, RecipeError> {
+        for (index, entry) in file.env.iter().enumerate() {
+            check_env(entry).map_err(|reason| self.invalid(&format!("image.env[{index}]"), entry, reason))?;
+        }
+        for (field, command) in [("image.entrypoint", &file.entrypoint), ("image.cmd", &file.cmd)] {
+            if let Some(command) = command {
+                if command.first().is_some_and(String::is_empty) {
+                    return Err(self.invalid(field, command, "the program must not be empty"));
+                }
+            }
+        }
+        if let Some(workdir) = &file.workdir {
+            self.absolute_path("image.workdir", workdir)?;
+        }
+        let user = file.user.unwrap_or_else(|| DEFAULT_USER.to_owned());
+        check_user(&user).map_err(|reason| self.invalid("image.user", &user, reason))?;
+        for key in file.labels.keys() {
+            check_label(key).map_err(|reason| self.invalid(&format!("image.labels.{key}"), key, reason))?;
+        }
+        let compression = match &file.compression {
+            None => Compression::Gzip,
+            Some(name) => Compression::parse_layer_codec(name)
+                .ok_or_else(|| self.invalid("image.compression", name, "use \"gzip\" (readable by Docker) or \"zstd\""))?,
+        };
+        Ok(ImageSettings {
+            env: file.env,
+            entrypoint: file.entrypoint,
+            cmd: file.cmd,
+            workdir: file.workdir,
+            user,
+            labels: file.labels,
+            base: file.base.map(|path| base.join(path)),
+            compression,
         })
     }
 
@@ -834,6 +882,31 @@ interval = "2s"
     fn empty_rollout_opens_release_to_all() {
         let recipe = load(&format!("{VALID}\n[rollout]\nwaves = []\n")).expect("valid");
         assert_eq!(recipe.rollout.to_custom(1_700_000_000), None);
+    }
+
+    #[test]
+    fn image_section_is_optional_and_validated() {
+        let recipe = load(VALID).expect("valid");
+        assert_eq!(recipe.image, ImageSettings::default());
+
+        let text = format!("{VALID}\n[image]\nenv = [\"ROS_DOMAIN_ID=42\"]\ncompression = \"zstd\"\nbase = \"base-image\"\n");
+        let recipe = load(&text).expect("valid image section");
+        assert_eq!(recipe.image.env, ["ROS_DOMAIN_ID=42"]);
+        assert_eq!(recipe.image.compression, Compression::Zstd);
+        assert!(recipe.image.base.as_deref().is_some_and(|b| b.ends_with("base-image") && b.is_absolute()));
+
+        let cases = [
+            ("env = [\"ROS_DOMAIN_ID\"]", "image.env[0]"),
+            ("user = \"0:0\"", "image.user"),
+            ("compression = \"xz\"", "image.compression"),
+            ("workdir = \"opt/ecar\"", "image.workdir"),
+            ("labels = { \"org.opencontainers.image.version\" = \"9\" }", "image.labels.org.opencontainers.image.version"),
+            ("entrypoint = [\"\"]", "image.entrypoint"),
+        ];
+        for (line, field) in cases {
+            let err = load(&format!("{VALID}\n[image]\n{line}\n")).expect_err(line);
+            assert!(err.to_string().contains(field), "{line}: {err}");
+        }
     }
 
     #[test]

@@ -32,6 +32,11 @@ pub struct Args {
     #[arg(long, value_name = "ARCH")]
     target: Option<String>,
 
+    /// Also write an OCI image of the release with `tender image`: the layout
+    /// OUT/image and its archive OUT/image.tar.
+    #[arg(long)]
+    image: bool,
+
     /// More arguments for `tender release`, after `--`, such as
     /// `-- --source-date-epoch 1700000000`.
     #[arg(last = true, value_name = "TENDER_ARGS")]
@@ -60,7 +65,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .arg(&venv)
             .args(args.target.iter().flat_map(|target| ["--target", target.as_str()]))
             .args(&args.tender_args),
-    )
+    )?;
+    if args.image {
+        run_checked(
+            Command::new(&tender)
+                .arg("image")
+                .arg("--recipe")
+                .arg(&args.recipe)
+                .arg("--release")
+                .arg(&args.out)
+                .arg("--version")
+                .arg(&args.version)
+                .arg("--out")
+                .arg(args.out.join("image"))
+                .arg("--archive")
+                .arg(args.out.join("image.tar")),
+        )?;
+    }
+    Ok(())
 }
 
 /// Returns the development keys directory, generating its keys when it has

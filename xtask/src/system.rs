@@ -23,6 +23,11 @@ const REQUIREMENTS: &[Requirement] = &[
     // Cross builds for arm64 robots, and running their programs in tests.
     Requirement { check: &["aarch64-linux-gnu-g++", "--version"], package: "crossbuild-essential-arm64" },
     Requirement { check: &["qemu-aarch64", "--version"], package: "qemu-user" },
+    // The OCI image tests check `tender image` output with real tools and a
+    // real registry on 127.0.0.1.
+    Requirement { check: &["skopeo", "--version"], package: "skopeo" },
+    Requirement { check: &["umoci", "--version"], package: "umoci" },
+    Requirement { check: &["docker-registry", "--version"], package: "docker-registry" },
 ];
 
 fn is_present(check: &[&str]) -> bool {

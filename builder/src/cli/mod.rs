@@ -2,6 +2,7 @@
 //! its clap arguments and a `run` function.
 
 mod audit;
+mod image;
 mod keys;
 mod release;
 mod repo;
@@ -24,6 +25,7 @@ struct Cli {
 enum Command {
     Keys(keys::Args),
     Release(release::Args),
+    Image(image::Args),
     Repo(repo::Args),
     Timestamp(timestamp::Args),
     Audit(audit::Args),
@@ -35,6 +37,7 @@ pub fn run() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Keys(args) => keys::run(args),
         Command::Release(args) => release::run(args),
+        Command::Image(args) => image::run(args),
         Command::Repo(args) => repo::run(args),
         Command::Timestamp(args) => timestamp::run(args),
         Command::Audit(args) => audit::run(args),
@@ -95,6 +98,25 @@ mod tests {
         ])
         .expect("valid arguments");
         assert!(matches!(cli.command, Command::Release(_)));
+    }
+
+    #[test]
+    fn image_takes_several_releases_and_platforms() {
+        let cli = Cli::try_parse_from([
+            "tender", "image", "--recipe", "r.toml", "--version", "1.0.0", "--out", "img", "--release", "amd64",
+            "--release", "arm64", "--platform", "linux/amd64", "--platform", "linux/arm64", "--compression", "zstd",
+        ])
+        .expect("valid arguments");
+        assert!(matches!(cli.command, Command::Image(_)));
+    }
+
+    #[test]
+    fn image_rejects_unknown_compression() {
+        let result = Cli::try_parse_from([
+            "tender", "image", "--recipe", "r.toml", "--version", "1.0.0", "--out", "img", "--release", "out",
+            "--compression", "xz",
+        ]);
+        assert!(result.is_err());
     }
 
     #[test]
