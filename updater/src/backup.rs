@@ -37,6 +37,7 @@ pub fn backup_config(
         fs::remove_dir_all(&partial).map_err(|e| FsError::new("remove", &partial, e))?;
     }
     copy_tree(source, &partial)?;
+    sync_tree_dirs(&partial)?;
     fs::rename(&partial, &done).map_err(|e| FsError::new("rename backup into place", &done, e))?;
     sync_dir(backup_dir)?;
     tracing::info!(backup = %done.display(), "configuration backed up");
@@ -60,6 +61,18 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), FsError> {
             fs::File::open(&destination)
                 .and_then(|f| f.sync_all())
                 .map_err(|e| FsError::new("sync", &destination, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Syncs every directory of a copied tree, deepest first, so the rename
+/// that publishes the tree never points at unsynced entries.
+fn sync_tree_dirs(root: &Path) -> Result<(), FsError> {
+    for item in walkdir::WalkDir::new(root).contents_first(true) {
+        let item = item.map_err(|e| FsError::new("read", root, e.into()))?;
+        if item.file_type().is_dir() {
+            sync_dir(item.path())?;
         }
     }
     Ok(())

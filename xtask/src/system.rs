@@ -28,6 +28,11 @@ const REQUIREMENTS: &[Requirement] = &[
     Requirement { check: &["skopeo", "--version"], package: "skopeo" },
     Requirement { check: &["umoci", "--version"], package: "umoci" },
     Requirement { check: &["docker-registry", "--version"], package: "docker-registry" },
+    // Boot environments checked with the boot loaders' own tools, and the
+    // fsync discipline traced with strace.
+    Requirement { check: &["fw_printenv", "-V"], package: "libubootenv-tool" },
+    Requirement { check: &["grub-editenv", "--version"], package: "grub-common" },
+    Requirement { check: &["strace", "-V"], package: "strace" },
 ];
 
 fn is_present(check: &[&str]) -> bool {

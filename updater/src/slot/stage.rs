@@ -332,7 +332,17 @@ impl PreparedStage<'_> {
         };
         metadata::apply(&slot_dir, &root_entry, false).map_err(io_error("set metadata of", &slot_dir))?;
         let _ = fs::remove_dir(&self.scratch);
-        sync_filesystem(&slot_dir)?;
+        // Every file was synced before its rename; the directories that
+        // received the renames are synced last, deepest first.
+        for entry in self.manifest.entries.iter().rev() {
+            if matches!(entry.kind, EntryKind::Dir) {
+                sync_directory(&slot_dir.join(&entry.path))?;
+            }
+        }
+        sync_directory(&slot_dir)?;
+        if let Some(parent) = slot_dir.parent() {
+            sync_directory(parent)?;
+        }
         Ok(self.stats)
     }
 
@@ -384,6 +394,7 @@ impl PreparedStage<'_> {
             let _ = fs::remove_file(&temp);
             return Ok(false);
         }
+        output.sync_data().map_err(io_error("sync", &temp))?;
         drop(output);
         fs::rename(&temp, to).map_err(io_error("rename into place", to))?;
         Ok(true)
@@ -408,12 +419,14 @@ impl PreparedStage<'_> {
             output.write_all(&plain).map_err(io_error("write", &temp))?;
             self.stats.bytes_written += plain.len() as u64;
         }
-        drop(output);
         let actual = Sha256Digest::from_hasher(hasher);
         if actual != *expected {
+            drop(output);
             let _ = fs::remove_file(&temp);
             return Err(StageError::FileDigest { path: entry_path.to_owned(), expected: *expected, actual });
         }
+        output.sync_data().map_err(io_error("sync", &temp))?;
+        drop(output);
         fs::rename(&temp, to).map_err(io_error("rename into place", to))?;
         self.stats.files_rebuilt += 1;
         Ok(())
@@ -468,9 +481,7 @@ fn remove_any(path: &Path) -> Result<(), StageError> {
     }
 }
 
-/// Flushes the file system of the slot with one `syncfs` instead of an
-/// fsync per file.
-fn sync_filesystem(dir: &Path) -> Result<(), StageError> {
-    let handle = File::open(dir).map_err(io_error("open", dir))?;
-    rustix::fs::syncfs(&handle).map_err(|e| StageError::Io { action: "sync", path: dir.to_owned(), source: e.into() })
+/// Flushes a directory's entries to disk.
+fn sync_directory(dir: &Path) -> Result<(), StageError> {
+    File::open(dir).and_then(|handle| handle.sync_all()).map_err(io_error("sync directory", dir))
 }

@@ -1,0 +1,283 @@
+//! Crash safety, shown by killing `tenderd` with SIGKILL at 200 random
+//! points of an upgrade from 1.0.0 to 1.0.1 (download over HTTP, staging,
+//! verification, switch, trial and commit), restarting it with `tenderd
+//! recover`, and checking the robot after every kill. A second test traces
+//! one install with strace and checks the fsync discipline of every rename
+//! into the state directory and the slots.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::robot::Robot;
+use common::{bin, expect_success, fixture, run};
+use sha2::{Digest, Sha256};
+use tender_e2e::fault_server::FaultServer;
+
+/// Kills per source: the bundle covers verify, stage, switch and commit;
+/// the slow HTTP link adds the download.
+const BUNDLE_KILLS: u32 = 120;
+const HTTP_KILLS: u32 = 80;
+/// Seed of the kill times, printed so a failure can be replayed.
+const SEED: u64 = 0x7e4d_e5c4_a5e1;
+
+/// A small linear congruential generator; reproducible kill times are all
+/// the harness needs.
+struct Random(u64);
+
+impl Random {
+    fn next_fraction(&mut self) -> f64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// A robot running 1.0.0, copied for each kill.
+struct Template {
+    robot: Robot,
+}
+
+impl Template {
+    fn new(extra_config: &str) -> Self {
+        let robot = Robot::new(&fixture().keys);
+        let config = robot.path("etc/tender/updater.toml");
+        let text = fs::read_to_string(&config).expect("config") + extra_config;
+        fs::write(&config, text).expect("config");
+        expect_success(&robot.install(&fixture().bundle_100), "install 1.0.0");
+        Self { robot }
+    }
+
+    fn copy_to(&self, dir: &Path) {
+        let _ = fs::remove_dir_all(dir);
+        let status = Command::new("cp").arg("-a").arg(self.robot.root.path()).arg(dir).status().expect("cp");
+        assert!(status.success(), "cannot copy the robot");
+    }
+}
+
+fn tenderd(root: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(bin("tenderd"));
+    command.arg("--root").arg(root).args(args).env("RUST_LOG", "error").stdout(Stdio::null()).stderr(Stdio::null());
+    command
+}
+
+/// Runs an install and kills it with its whole process group after `delay`.
+/// Returns whether it finished before the kill.
+fn install_and_kill(root: &Path, source: &str, delay: Duration) -> bool {
+    let mut child = tenderd(root, &["install", source]).process_group(0).spawn().expect("spawn tenderd");
+    let deadline = Instant::now() + delay;
+    while Instant::now() < deadline {
+        if child.try_wait().expect("poll").is_some() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let group = format!("-{}", child.id());
+    let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+    let _ = child.wait();
+    // Wait until no process of the group is left, as after a power cut.
+    let quiet = |_: &u32| {
+        !Command::new("kill").args(["-0", "--", &group]).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+    };
+    let waited = (0..500).find(|attempt| {
+        std::thread::sleep(Duration::from_millis(if *attempt == 0 { 0 } else { 10 }));
+        quiet(attempt)
+    });
+    assert!(waited.is_some(), "processes of group {group} survived SIGKILL for 5 s");
+    false
+}
+
+fn phase_of(root: &Path) -> String {
+    fs::read(root.join("var/lib/tender/state.json"))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .and_then(|state| state["phase"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| "none".to_owned())
+}
+
+/// Checks every file of a slot against the verified manifest copy kept for it.
+fn check_slot(root: &Path, slot_dir: &Path, slot_name: &str) -> Result<(), String> {
+    let manifest_path = root.join(format!("var/lib/tender/manifests/{slot_name}.json"));
+    let bytes = fs::read(&manifest_path).map_err(|e| format!("{}: {e}", manifest_path.display()))?;
+    let manifest: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| format!("corrupt {}: {e}", manifest_path.display()))?;
+    for entry in manifest["entries"].as_array().ok_or("manifest without entries")? {
+        let path = slot_dir.join(entry["path"].as_str().unwrap_or_default());
+        match entry["type"].as_str() {
+            Some("file") => {
+                let content = fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                if hex::encode(Sha256::digest(&content)) != entry["sha256"].as_str().unwrap_or_default() {
+                    return Err(format!("{} differs from its manifest", path.display()));
+                }
+            }
+            Some("symlink") => {
+                let target = fs::read_link(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                if target.to_string_lossy() != entry["target"].as_str().unwrap_or_default() {
+                    return Err(format!("{} points elsewhere", path.display()));
+                }
+            }
+            Some("dir") if !path.is_dir() => return Err(format!("{} is missing", path.display())),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// After a restart: the state parses, `current` points to the active slot,
+/// that slot is committed, not mid-trial, and every file matches its manifest.
+fn check_robot(root: &Path) -> Result<String, String> {
+    let output = run(Command::new(bin("tenderd")).arg("--root").arg(root).args(["status", "--json"]).env("RUST_LOG", "error"));
+    if !output.status.success() {
+        return Err(format!("status failed: {}", String::from_utf8_lossy(&output.stderr)));
+    }
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).map_err(|e| format!("status is not JSON: {e}"))?;
+    let state: serde_json::Value = serde_json::from_slice(&fs::read(root.join("var/lib/tender/state.json")).map_err(|e| e.to_string())?)
+        .map_err(|e| format!("state.json is corrupt: {e}"))?;
+    let phase = state["phase"].as_str().unwrap_or_default().to_owned();
+    if !["committed", "reverted", "failed", "staged", "idle"].contains(&phase.as_str()) {
+        return Err(format!("phase {phase} after recover"));
+    }
+    let link = fs::read_link(root.join("opt/ecar/current")).map_err(|e| format!("current link: {e}"))?;
+    let slot_name = link.to_string_lossy().into_owned();
+    let active = state["active"].as_str().unwrap_or_default();
+    if format!("slot-{active}") != slot_name {
+        return Err(format!("current points to {slot_name} but the state says the active slot is {active}"));
+    }
+    if state["committed"] != state["active"] {
+        return Err(format!("active slot {active} is not the committed one ({})", state["committed"]));
+    }
+    check_slot(root, &root.join("opt/ecar").join(&slot_name), &slot_name)?;
+    Ok(format!("{} {}", status["version"].as_str().unwrap_or("?"), phase))
+}
+
+fn harness(name: &str, template: &Template, source: &str, kills: u32, random: &mut Random, report: &mut BTreeMap<String, u32>) {
+    let work = tempfile::tempdir().expect("work dir");
+    let calibration = work.path().join("calibrate");
+    template.copy_to(&calibration);
+    let started = Instant::now();
+    let finished = install_and_kill(&calibration, source, Duration::from_secs(120));
+    assert!(finished, "{name}: the calibration install did not finish");
+    let full = started.elapsed();
+    assert!(check_robot(&calibration).expect("calibrated robot").starts_with("1.0.1 committed"));
+
+    for kill in 0..kills {
+        let root = work.path().join(format!("kill-{kill}"));
+        template.copy_to(&root);
+        let delay = full.mul_f64(random.next_fraction());
+        if install_and_kill(&root, source, delay) {
+            *report.entry(format!("{name}: finished before the kill")).or_default() += 1;
+        } else {
+            *report.entry(format!("{name}: killed in {}", phase_of(&root))).or_default() += 1;
+        }
+        let recovered = run(tenderd(&root, &["recover"]).stdout(Stdio::piped()).stderr(Stdio::piped()));
+        assert!(recovered.status.success(), "{name} kill {kill} after {delay:?}: recover failed: {}", common::stderr(&recovered));
+        if let Err(problem) = check_robot(&root) {
+            panic!("{name} kill {kill} after {delay:?} (seed {SEED:#x}): {problem}");
+        }
+        // A later install still succeeds, or finds 1.0.1 installed already.
+        if kill % 8 == 0 {
+            let again = run(tenderd(&root, &["install", source]).stdout(Stdio::piped()).stderr(Stdio::piped()));
+            let text = common::stderr(&again);
+            assert!(again.status.success() || text.contains("already installed"), "{name} kill {kill}: reinstall failed: {text}");
+            let state = check_robot(&root).unwrap_or_else(|problem| panic!("{name} kill {kill} after reinstall: {problem}"));
+            assert!(state.starts_with("1.0.1 committed"), "{name} kill {kill}: {state}");
+        }
+        let _ = fs::remove_dir_all(&root);
+    }
+}
+
+#[test]
+fn two_hundred_kills_leave_a_verified_committed_slot() {
+    let fixture = fixture();
+    let mut random = Random(SEED);
+    let mut report = BTreeMap::new();
+
+    let bundle = Template::new("");
+    harness("bundle", &bundle, &fixture.bundle_101.display().to_string(), BUNDLE_KILLS, &mut random, &mut report);
+
+    // A capped link without delta packs, so the kills land in the download.
+    let server = FaultServer::start(&fixture.repo).expect("server");
+    let http = Template::new("\n[download]\nbandwidth_limit = 100000\ndelta_packs = false\n");
+    harness("http", &http, &format!("{}/", server.url()), HTTP_KILLS, &mut random, &mut report);
+
+    let total: u32 = report.values().sum();
+    eprintln!("crash harness: {total} installs, seed {SEED:#x}");
+    for (outcome, count) in &report {
+        eprintln!("  {count:4}  {outcome}");
+    }
+    let killed: u32 = report.iter().filter(|(k, _)| k.contains("killed in")).map(|(_, v)| v).sum();
+    assert!(killed >= 200 * 3 / 4, "only {killed} of {total} installs were killed before they finished");
+}
+
+/// One strace record: the line number and the parsed call.
+#[derive(Debug)]
+enum Call {
+    /// fsync or fdatasync of the file at this path.
+    Sync(String),
+    Rename { from: String, to: String },
+}
+
+fn parse_strace(text: &str, cwd: &Path) -> Vec<Call> {
+    let absolute = |path: &str| if path.starts_with('/') { path.to_owned() } else { cwd.join(path).display().to_string() };
+    let mut calls = Vec::new();
+    for line in text.lines() {
+        let line = line.split_once(' ').map_or(line, |(_, rest)| rest).trim_start();
+        if line.starts_with("fsync(") || line.starts_with("fdatasync(") {
+            if let Some(path) = line.split_once('<').and_then(|(_, rest)| rest.split_once('>')).map(|(path, _)| path) {
+                calls.push(Call::Sync(path.to_owned()));
+            }
+        } else if let Some(args) = line.strip_prefix("rename(") {
+            let quoted: Vec<&str> = args.split('"').collect();
+            if quoted.len() >= 4 && line.ends_with("= 0") {
+                calls.push(Call::Rename { from: absolute(quoted[1]), to: absolute(quoted[3]) });
+            }
+        }
+    }
+    calls
+}
+
+#[test]
+fn renames_are_synced_before_and_after() {
+    let fixture = fixture();
+    let robot = Robot::new(&fixture.keys);
+    expect_success(&robot.install(&fixture.bundle_100), "install 1.0.0");
+    let trace = robot.path("strace.log");
+    let output = run(Command::new("strace")
+        .args(["-f", "-y", "-qq", "-e", "trace=fsync,fdatasync,rename,renameat,renameat2", "-o"])
+        .arg(&trace)
+        .arg(bin("tenderd"))
+        .arg("--root")
+        .arg(robot.root.path())
+        .arg("install")
+        .arg(&fixture.bundle_101)
+        .env("RUST_LOG", "error"));
+    expect_success(&output, "install 1.0.1 under strace");
+
+    let cwd = std::env::current_dir().expect("cwd");
+    let root: PathBuf = robot.root.path().canonicalize().expect("root");
+    let state_dir = root.join("var/lib/tender").display().to_string();
+    let slots_dir = root.join("opt/ecar").display().to_string();
+    let calls = parse_strace(&fs::read_to_string(&trace).expect("trace"), &cwd);
+    let mut checked = 0;
+    for (index, call) in calls.iter().enumerate() {
+        let Call::Rename { from, to } = call else { continue };
+        let in_scope = (to.starts_with(&state_dir) && !to.starts_with(&format!("{state_dir}/cache/"))) || to.starts_with(&slots_dir);
+        if !in_scope {
+            continue;
+        }
+        checked += 1;
+        // The `current` link has no data: symlink(2) writes its target into
+        // the directory, which the directory sync flushes.
+        let is_link = fs::symlink_metadata(to).is_ok_and(|m| m.file_type().is_symlink());
+        let data_synced = calls[..index].iter().rev().take_while(|c| !matches!(c, Call::Rename { from: f, .. } if f == from)).any(|c| matches!(c, Call::Sync(p) if p == from));
+        assert!(is_link || data_synced, "rename {from} -> {to} without an fsync of the data first");
+        let parent = Path::new(to).parent().expect("parent").display().to_string();
+        let dir_synced = calls[index + 1..].iter().any(|c| matches!(c, Call::Sync(p) if *p == parent));
+        assert!(dir_synced, "rename {from} -> {to} without an fsync of {parent} after it");
+    }
+    eprintln!("fsync discipline: {checked} renames into the state directory and the slots checked");
+    assert!(checked >= 10, "only {checked} renames were traced");
+}
