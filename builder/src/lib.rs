@@ -13,6 +13,7 @@ pub mod audit;
 pub mod bundle;
 pub mod colcon;
 pub mod delta;
+pub mod distribution;
 pub mod entries;
 pub mod extra;
 pub mod fsutil;

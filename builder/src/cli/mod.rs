@@ -3,6 +3,7 @@
 
 mod audit;
 mod keys;
+mod publish;
 mod release;
 mod repo;
 mod timestamp;
@@ -25,6 +26,7 @@ enum Command {
     Keys(keys::Args),
     Release(release::Args),
     Repo(repo::Args),
+    Publish(publish::Args),
     Timestamp(timestamp::Args),
     Audit(audit::Args),
     Verify(verify::Args),
@@ -36,6 +38,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::Keys(args) => keys::run(args),
         Command::Release(args) => release::run(args),
         Command::Repo(args) => repo::run(args),
+        Command::Publish(args) => publish::run(args),
         Command::Timestamp(args) => timestamp::run(args),
         Command::Audit(args) => audit::run(args),
         Command::Verify(args) => verify::run(args),
