@@ -20,6 +20,10 @@ const REQUIREMENTS: &[Requirement] = &[
     Requirement { check: &["zstd", "--version"], package: "zstd" },
     Requirement { check: &["tar", "--version"], package: "tar" },
     Requirement { check: &["bash", "--version"], package: "bash" },
+    // The publishing tests serve repositories with these, on 127.0.0.1.
+    Requirement { check: &["docker-registry", "--version"], package: "docker-registry" },
+    Requirement { check: &["nginx", "-v"], package: "nginx" },
+    Requirement { check: &["sh", "-c", "command -v htpasswd"], package: "apache2-utils" },
 ];
 
 fn is_present(check: &[&str]) -> bool {

@@ -91,7 +91,12 @@ pub fn publish_to_registry(repo: &std::path::Path, reference: &Reference, creden
     let files = repository_files(repo)?;
     let previous = registry.previous_index()?;
     let (blobs, index) = plan_blobs(&files, previous.as_ref())?;
-    let known: BTreeSet<String> = previous.as_ref().map(|p| p.manifest.layers.iter().map(|l| l.digest.clone()).collect()).unwrap_or_default();
+    // Blobs that the tag's manifest lists are in the registry, which checks
+    // every blob of a manifest before it accepts it.
+    let known: BTreeSet<String> = previous
+        .as_ref()
+        .map(|p| p.manifest.layers.iter().chain([&p.manifest.config]).map(|l| l.digest.clone()).collect())
+        .unwrap_or_default();
 
     let index_bytes = serde_json::to_vec(&index).map_err(|source| PushError::Encode { what: "the repository index", source })?;
     let index_blob = Blob {
