@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Longest wait for a server to accept connections.
+/// Maximum wait for a server to accept connections.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// One request of an access log in the common log format.
@@ -150,8 +150,8 @@ impl Nginx {
         let port = free_port()?;
         let prefix = dir.path();
         fs::create_dir_all(prefix.join("logs"))?;
-        // nginx started as root runs its workers as nobody, who cannot
-        // enter the temporary directories of the test; keep them root.
+        // nginx started as root runs its workers as the user `nobody`, which
+        // cannot enter the test's temporary directories, so they stay root.
         let is_root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"));
         let user = if is_root { "user root;\n" } else { "" };
         let p = prefix.display();

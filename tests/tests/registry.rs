@@ -1,8 +1,8 @@
 //! `tender publish --to oci://…` and `tenderd install oci://…` against
-//! Debian's docker-registry on 127.0.0.1: a full install and a delta
-//! install that fetch only what the robot lacks, incremental pushes,
-//! htpasswd authentication with secrets kept out of the logs, and bad
-//! references, credentials and blobs that leave the robot unchanged.
+//! Debian's docker-registry on 127.0.0.1. A full install and a delta
+//! install fetch only what the robot lacks, and a repeated push sends
+//! nothing. An htpasswd registry needs credentials, which never reach the
+//! logs. Bad references, credentials and blobs leave the robot unchanged.
 
 mod common;
 

@@ -61,7 +61,7 @@ fn is_url(text: &str) -> bool {
     text.starts_with("http://") || text.starts_with("https://")
 }
 
-/// Where a repository is, opened once for the metadata, targets and chunks.
+/// A repository location, opened once for the metadata, targets and chunks.
 enum Repository {
     Url(String),
     Dir(PathBuf),

@@ -6,7 +6,7 @@
 //! Both follow the order of [`repository_files`]: chunks and targets first,
 //! then versioned metadata, then the unversioned metadata, and
 //! `metadata/timestamp.json` last. A robot that reads the destination while
-//! a publish runs sees either the previous timestamp, whose files are all
+//! a publish runs gets either the previous timestamp, whose files are all
 //! still there, or the new one, whose files are already complete.
 
 pub mod registry;

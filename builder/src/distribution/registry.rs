@@ -1,9 +1,9 @@
 //! `tender publish --to oci://HOST:PORT/REPOSITORY[:TAG]`: the repository as
 //! one OCI artifact (layout in `tender_updater::registry::index`).
 //!
-//! Chunks of at least [`OWN_BLOB_MIN_BYTES`] are blobs of their own; smaller
-//! ones are concatenated into chunk packs of about [`PACK_TARGET_BYTES`], so a
-//! release of many small chunks does not become thousands of layers. A chunk
+//! Chunks of at least [`OWN_BLOB_MIN_BYTES`] are blobs of their own. Smaller
+//! ones are concatenated into chunk packs of about [`PACK_TARGET_BYTES`], so
+//! a release of many small chunks does not become thousands of layers. A chunk
 //! that the tag's previous index already places in a pack keeps that place,
 //! so packs never change and a repeated publish uploads nothing.
 //!
@@ -71,7 +71,7 @@ pub struct PushSummary {
     pub unchanged_tags: Vec<String>,
 }
 
-/// Where the bytes of a blob come from.
+/// Source of a blob's bytes.
 enum Content {
     File(PathBuf),
     Bytes(Vec<u8>),
@@ -291,8 +291,9 @@ impl Registry {
         Ok(Self { reference: reference.clone(), client, auth: Arc::new(RegistryAuth::new(&reference.host, credentials)) })
     }
 
-    /// Sends the request `build` makes, answers authentication challenges,
-    /// and retries connection errors and 5xx answers with a short backoff.
+    /// Sends the request `build` makes, responds to authentication
+    /// challenges, and retries connection errors and 5xx responses with a
+    /// short backoff.
     fn send(&self, action: &'static str, url: &str, build: &dyn Fn(&Client) -> RequestBuilder) -> Result<Response, PushError> {
         let mut last = String::new();
         for attempt in 1..=MAX_ATTEMPTS {
@@ -327,7 +328,7 @@ impl Registry {
             };
             let status = response.status();
             if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
-                last = format!("the registry answered {status}");
+                last = format!("the registry responded {status}");
                 tracing::warn!(url, attempt, %status, "registry request failed; retrying");
                 continue;
             }
@@ -341,7 +342,7 @@ impl Registry {
         let mut body = String::new();
         let _ = response.take(512).read_to_string(&mut body);
         let body = body.split_whitespace().collect::<Vec<_>>().join(" ");
-        PushError::Request { action, url: url.to_owned(), detail: format!("the registry answered {status}: {body}") }
+        PushError::Request { action, url: url.to_owned(), detail: format!("the registry responded {status}: {body}") }
     }
 
     fn has_blob(&self, digest: &str) -> Result<bool, PushError> {
@@ -423,11 +424,11 @@ impl Registry {
             .read_to_end(&mut bytes)
             .map_err(|e| PushError::Request { action: "GET", url: url.clone(), detail: e.to_string() })?;
         let Ok(manifest) = serde_json::from_slice::<ImageManifest>(&bytes) else {
-            tracing::warn!(%url, "the tag holds no OCI image manifest; publishing without reusing chunk packs");
+            tracing::warn!(%url, "the tag has no OCI image manifest; publishing without reusing chunk packs");
             return Ok(None);
         };
         let Some(layer) = manifest.index_layer().cloned() else {
-            tracing::warn!(%url, "the tag holds no Tender repository; publishing without reusing chunk packs");
+            tracing::warn!(%url, "the tag is not a Tender repository; publishing without reusing chunk packs");
             return Ok(None);
         };
         let blob_url = self.reference.blob_url(&layer.digest);
@@ -475,7 +476,7 @@ mod tests {
     }
 
     #[test]
-    fn small_chunks_share_a_pack_and_keep_their_place() {
+    fn chunk_packs_keep_their_places() {
         let dir = tempfile::tempdir().expect("tempdir");
         let files = vec![
             file(dir.path(), "chunks/aa/aa1.zst", b"first chunk", FileKind::Chunk),

@@ -169,7 +169,7 @@ impl RegistryAuth {
             return Err(format!("the token service {realm} rejected the credentials (HTTP {status}); check the username and password"));
         }
         if !status.is_success() {
-            return Err(format!("the token service {realm} answered {status}"));
+            return Err(format!("the token service {realm} responded {status}"));
         }
         use std::io::Read;
         let mut body = Vec::new();
@@ -202,7 +202,7 @@ impl RequestAuth for RegistryAuth {
 
     fn challenge(&self, client: &Client, challenge: Option<&str>) -> Result<(), String> {
         let challenge = challenge.and_then(Challenge::parse).ok_or_else(|| {
-            format!("{} answered 401 without a Basic or Bearer challenge; configure a token_file", self.registry)
+            format!("{} responded 401 without a Basic or Bearer challenge; configure a token_file", self.registry)
         })?;
         let previous = self.state();
         if challenge.scheme.eq_ignore_ascii_case("basic") {

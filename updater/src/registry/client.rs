@@ -1,5 +1,5 @@
 //! The read side of a registry: resolve a tag to the repository manifest,
-//! load the index, and fetch files by the digest of the blob that holds
+//! load the index, and fetch files by the digest of the blob that contains
 //! them. Every whole blob is checked against its digest before it is used,
 //! on top of the TUF and chunk checks that follow.
 

@@ -74,8 +74,8 @@ pub enum DownloadError {
     Unauthorized { url: String, detail: String },
 }
 
-/// Credentials for a server that answers `401 Unauthorized`, such as an OCI
-/// registry. Implementations must never log or print the secrets they hold.
+/// Credentials for a server that responds `401 Unauthorized`, such as an OCI
+/// registry. Implementations must never log or print their secrets.
 pub trait RequestAuth: Send + Sync {
     /// Returns the `Authorization` header for the next request, if any.
     fn authorization(&self) -> Option<HeaderValue>;
@@ -83,8 +83,8 @@ pub trait RequestAuth: Send + Sync {
     /// Handles a `401` response whose `WWW-Authenticate` header is
     /// `challenge`, for example by requesting a bearer token from the realm
     /// it names. `Ok` means that [`RequestAuth::authorization`] now returns
-    /// something new to retry with; `Err` says, in one line without any
-    /// secret, why the request cannot be authorized.
+    /// something new to retry with; `Err` explains, in one line without
+    /// any secret, why the request cannot be authorized.
     fn challenge(&self, client: &Client, challenge: Option<&str>) -> Result<(), String>;
 }
 
@@ -173,8 +173,8 @@ impl Downloader {
         Ok(Self { client, policy, auth: None })
     }
 
-    /// Sends credentials with every request and answers `401` challenges
-    /// with `auth`.
+    /// Sends credentials with every request and responds to `401`
+    /// challenges with `auth`.
     pub fn with_auth(mut self, auth: Arc<dyn RequestAuth>) -> Self {
         self.auth = Some(auth);
         self
@@ -206,14 +206,14 @@ impl Downloader {
             }
             let unauthorized = |detail: String| Attempt::Fatal(DownloadError::Unauthorized { url: url.to_owned(), detail });
             let Some(auth) = &self.auth else {
-                return Err(unauthorized("the server answered 401 and no credentials are configured".to_owned()));
+                return Err(unauthorized("the server responded 401 and no credentials are configured".to_owned()));
             };
             let challenge = response.headers().get(WWW_AUTHENTICATE).and_then(|v| v.to_str().ok());
             auth.challenge(&self.client, challenge).map_err(unauthorized)?;
         }
         Err(Attempt::Fatal(DownloadError::Unauthorized {
             url: url.to_owned(),
-            detail: format!("the server still answered 401 after {MAX_AUTH_ROUNDS} rounds of authentication"),
+            detail: format!("the server still responded 401 after {MAX_AUTH_ROUNDS} rounds of authentication"),
         }))
     }
 
