@@ -14,6 +14,7 @@ pub mod bundle;
 pub mod colcon;
 pub mod cross;
 pub mod delta;
+pub mod distribution;
 pub mod entries;
 pub mod extra;
 pub mod fsutil;

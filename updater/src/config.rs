@@ -40,6 +40,39 @@ struct ConfigFile {
     download: DownloadFile,
     #[serde(default)]
     daemon: DaemonFile,
+    #[serde(default)]
+    registry: RegistryFile,
+}
+
+/// `[registry]`: credentials for an `oci://` source. Without any field the
+/// robot pulls anonymously.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RegistryFile {
+    username: Option<String>,
+    /// File with the password, for Basic authentication or the token flow.
+    password_file: Option<PathBuf>,
+    /// File with a bearer token sent as it is.
+    token_file: Option<PathBuf>,
+    /// Allow plain HTTP to a registry that is not on this machine.
+    insecure: bool,
+}
+
+/// Settings of the `oci://` source, with paths below the root prefix.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryConfig {
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub token_file: Option<PathBuf>,
+    /// Whether plain HTTP is allowed to a registry that is not on this machine.
+    pub insecure: bool,
+}
+
+impl RegistryConfig {
+    /// Reads the password or token files.
+    pub fn credentials(&self) -> Result<crate::registry::Credentials, crate::registry::auth::CredentialsError> {
+        crate::registry::Credentials::load(self.username.as_deref(), self.password_file.as_deref(), self.token_file.as_deref())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -253,6 +286,7 @@ pub struct Config {
     pub daemon: DaemonConfig,
     /// File with the id of the current boot, below the root prefix.
     pub boot_id_file: PathBuf,
+    pub registry: RegistryConfig,
 }
 
 /// Joins an absolute path below `root`; `/opt/ecar` under `/tmp/r` is
@@ -337,6 +371,12 @@ impl Config {
                 channel: file.daemon.channel,
             },
             boot_id_file: under_root(root, &file.daemon.boot_id_file),
+            registry: RegistryConfig {
+                username: file.registry.username,
+                password_file: file.registry.password_file.map(|path| under_root(root, &path)),
+                token_file: file.registry.token_file.map(|path| under_root(root, &path)),
+                insecure: file.registry.insecure,
+            },
         })
     }
 }

@@ -14,6 +14,7 @@ pub mod delta;
 pub mod fsutil;
 pub mod online;
 pub mod plan;
+pub mod registry;
 pub mod rollout;
 pub mod slot;
 pub mod state;

@@ -5,9 +5,11 @@
 //! versions it has trusted protect it against rollback and freeze attacks.
 //!
 //! Repository layout: `metadata/` for TUF metadata, `targets/HASH.NAME` for
-//! manifests, `chunks/` for the chunk store.
+//! manifests, `chunks/` for the chunk store. A repository in an OCI registry
+//! (`oci://`) has the same paths, located through its index.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tender_keys::{Root, Signed};
@@ -44,6 +46,10 @@ pub enum OnlineError {
     Delta(#[from] crate::delta::DeltaError),
     #[error("cannot read the downloaded manifest {}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
+    #[error(transparent)]
+    Credentials(#[from] crate::registry::auth::CredentialsError),
 }
 
 /// Directory of the robot's trusted TUF metadata.
@@ -55,13 +61,47 @@ fn is_url(text: &str) -> bool {
     text.starts_with("http://") || text.starts_with("https://")
 }
 
-fn fetcher(config: &Config, repository: &str, sub: &str) -> Result<Box<dyn Fetcher>, OnlineError> {
-    let base = repository.trim_end_matches('/');
-    if is_url(base) {
-        let fetcher = HttpFetcher::with_policy(&format!("{base}/{sub}"), config.download.clone())?;
-        return Ok(Box::new(fetcher));
+/// A repository location, opened once for the metadata, targets and chunks.
+enum Repository {
+    Url(String),
+    Dir(PathBuf),
+    /// A registry repository with its index loaded.
+    Registry(Arc<crate::registry::RegistryClient>),
+}
+
+impl Repository {
+    fn open(config: &Config, repository: &str) -> Result<Self, OnlineError> {
+        if crate::registry::is_registry_reference(repository) {
+            let reference = crate::registry::Reference::parse(repository, config.registry.insecure)
+                .map_err(crate::registry::RegistryError::from)?;
+            let credentials = config.registry.credentials()?;
+            let client = crate::registry::RegistryClient::open(reference, credentials, config.download.clone())?;
+            return Ok(Self::Registry(Arc::new(client)));
+        }
+        let base = repository.trim_end_matches('/');
+        if is_url(base) {
+            return Ok(Self::Url(base.to_owned()));
+        }
+        Ok(Self::Dir(PathBuf::from(base)))
     }
-    Ok(Box::new(DirFetcher::new(&Path::new(base).join(sub))))
+
+    /// Returns a fetcher of the repository directory `sub`.
+    fn fetcher(&self, config: &Config, sub: &str) -> Result<Box<dyn Fetcher>, OnlineError> {
+        Ok(match self {
+            Self::Url(base) => Box::new(HttpFetcher::with_policy(&format!("{base}/{sub}"), config.download.clone())?),
+            Self::Dir(base) => Box::new(DirFetcher::new(&base.join(sub))),
+            Self::Registry(client) => Box::new(crate::registry::RegistryFetcher::new(client.clone(), sub)),
+        })
+    }
+
+    /// Returns the source of the chunk store.
+    fn chunk_source(&self, config: &Config, cache_dir: &Path) -> Result<Box<dyn ReleaseSource>, OnlineError> {
+        Ok(match self {
+            Self::Url(base) => open_source_with_cache(base, Some(cache_dir), config.download.clone())?,
+            Self::Dir(base) => Box::new(crate::source::DirSource::new(base)),
+            Self::Registry(client) => Box::new(crate::source::RegistrySource::new(client.clone(), cache_dir)),
+        })
+    }
 }
 
 /// Stores the configured root as the trusted TUF root when the robot has
@@ -96,7 +136,8 @@ pub struct RefreshReport {
 /// release.
 pub fn refresh_repository(config: &Config, repository: &str, fallback_time: SystemTime) -> Result<RefreshReport, OnlineError> {
     seed_trusted_root(config)?;
-    let client = TufClient::new(&tuf_dir(config), fetcher(config, repository, "metadata")?).with_fallback_time(fallback_time);
+    let opened = Repository::open(config, repository)?;
+    let client = TufClient::new(&tuf_dir(config), opened.fetcher(config, "metadata")?).with_fallback_time(fallback_time);
     let trusted = client.refresh()?;
     let downgrades = trusted
         .targets
@@ -114,7 +155,8 @@ pub fn refresh_repository(config: &Config, repository: &str, fallback_time: Syst
     })
 }
 
-/// Refreshes the trusted metadata from `repository` (a URL or a directory),
+/// Refreshes the trusted metadata from `repository` (a URL, a directory or
+/// an `oci://` reference),
 /// verifies the newest release for this robot and returns it with a source
 /// for its chunks. `fallback_time` is used for expiry checks when the time
 /// floor is missing: the build time of the running release.
@@ -127,7 +169,8 @@ pub fn fetch_repository_release(
     active_manifest: Option<&[u8]>,
 ) -> Result<(Box<dyn ReleaseSource>, VerifiedRelease), OnlineError> {
     seed_trusted_root(config)?;
-    let client = TufClient::new(&tuf_dir(config), fetcher(config, repository, "metadata")?).with_fallback_time(fallback_time);
+    let opened = Repository::open(config, repository)?;
+    let client = TufClient::new(&tuf_dir(config), opened.fetcher(config, "metadata")?).with_fallback_time(fallback_time);
     let trusted = client.refresh()?;
 
     let mut newest: Option<(String, semver::Version)> = None;
@@ -151,7 +194,7 @@ pub fn fetch_repository_release(
     let manifests = cache_dir.join("manifests");
     std::fs::create_dir_all(&manifests).map_err(|source| OnlineError::Io { path: manifests.clone(), source })?;
     let destination = manifests.join(local_target_file_name(&name));
-    let targets_fetcher = fetcher(config, repository, "targets")?;
+    let targets_fetcher = opened.fetcher(config, "targets")?;
 
     let active_manifest = active_manifest.filter(|_| config.delta_packs);
     let active_digest = active_manifest.map(crate::format::Sha256Digest::of);
@@ -185,11 +228,7 @@ pub fn fetch_repository_release(
 
     // Only the chunk store is read through this source; a repository written
     // by another TUF tool has no top-level files of the old layout.
-    let chunks: Box<dyn ReleaseSource> = if is_url(repository) {
-        open_source_with_cache(repository, Some(cache_dir), config.download.clone())?
-    } else {
-        Box::new(crate::source::DirSource::new(Path::new(repository)))
-    };
+    let chunks = opened.chunk_source(config, cache_dir)?;
     Ok((chunks, release))
 }
 

@@ -33,6 +33,9 @@ const REQUIREMENTS: &[Requirement] = &[
     Requirement { check: &["fw_printenv", "-V"], package: "libubootenv-tool" },
     Requirement { check: &["grub-editenv", "--version"], package: "grub-common" },
     Requirement { check: &["strace", "-V"], package: "strace" },
+    // The publishing tests serve repositories with these, on 127.0.0.1.
+    Requirement { check: &["nginx", "-v"], package: "nginx" },
+    Requirement { check: &["sh", "-c", "command -v htpasswd"], package: "apache2-utils" },
 ];
 
 fn is_present(check: &[&str]) -> bool {

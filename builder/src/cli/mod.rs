@@ -4,6 +4,7 @@
 mod audit;
 mod image;
 mod keys;
+mod publish;
 mod release;
 mod repo;
 mod timestamp;
@@ -27,6 +28,7 @@ enum Command {
     Release(release::Args),
     Image(image::Args),
     Repo(repo::Args),
+    Publish(publish::Args),
     Timestamp(timestamp::Args),
     Audit(audit::Args),
     Verify(verify::Args),
@@ -39,6 +41,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::Release(args) => release::run(args),
         Command::Image(args) => image::run(args),
         Command::Repo(args) => repo::run(args),
+        Command::Publish(args) => publish::run(args),
         Command::Timestamp(args) => timestamp::run(args),
         Command::Audit(args) => audit::run(args),
         Command::Verify(args) => verify::run(args),

@@ -13,10 +13,13 @@ use std::fs::{self, OpenOptions};
 use std::hash::{BuildHasher, Hasher};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use reqwest::blocking::{Client, Response};
-use reqwest::header::{HeaderMap, ACCEPT_ENCODING, CONTENT_RANGE, ETAG, IF_RANGE, RANGE, RETRY_AFTER};
+use reqwest::blocking::{Client, RequestBuilder, Response};
+use reqwest::header::{
+    HeaderMap, HeaderValue, ACCEPT_ENCODING, AUTHORIZATION, CONTENT_RANGE, ETAG, IF_RANGE, RANGE, RETRY_AFTER, WWW_AUTHENTICATE,
+};
 use reqwest::StatusCode;
 
 /// Retry, timeout and bandwidth settings of a download.
@@ -67,7 +70,27 @@ pub enum DownloadError {
     Io { action: &'static str, path: PathBuf, source: std::io::Error },
     #[error("cannot create the HTTP client: {0}")]
     Client(String),
+    #[error("{url} requires authentication: {detail}")]
+    Unauthorized { url: String, detail: String },
 }
+
+/// Credentials for a server that responds `401 Unauthorized`, such as an OCI
+/// registry. Implementations must never log or print their secrets.
+pub trait RequestAuth: Send + Sync {
+    /// Returns the `Authorization` header for the next request, if any.
+    fn authorization(&self) -> Option<HeaderValue>;
+
+    /// Handles a `401` response whose `WWW-Authenticate` header is
+    /// `challenge`, for example by requesting a bearer token from the realm
+    /// it names. `Ok` means that [`RequestAuth::authorization`] now returns
+    /// something new to retry with; `Err` explains, in one line without
+    /// any secret, why the request cannot be authorized.
+    fn challenge(&self, client: &Client, challenge: Option<&str>) -> Result<(), String>;
+}
+
+/// Authentication rounds per request: one to learn the challenge, one with
+/// a fresh token, and one more for a token that expired in between.
+const MAX_AUTH_ROUNDS: usize = 3;
 
 /// A failure of one attempt, and whether another attempt may succeed.
 enum Attempt {
@@ -79,6 +102,7 @@ enum Attempt {
 pub struct Downloader {
     client: Client,
     policy: DownloadPolicy,
+    auth: Option<Arc<dyn RequestAuth>>,
 }
 
 fn redirect_policy(max: usize) -> reqwest::redirect::Policy {
@@ -146,11 +170,51 @@ impl Downloader {
             .user_agent(concat!("tenderd/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| DownloadError::Client(e.to_string()))?;
-        Ok(Self { client, policy })
+        Ok(Self { client, policy, auth: None })
+    }
+
+    /// Sends credentials with every request and responds to `401`
+    /// challenges with `auth`.
+    pub fn with_auth(mut self, auth: Arc<dyn RequestAuth>) -> Self {
+        self.auth = Some(auth);
+        self
     }
 
     pub fn policy(&self) -> &DownloadPolicy {
         &self.policy
+    }
+
+    /// Returns the underlying HTTP client, for requests that need other
+    /// methods than `GET`.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Sends the request that `build` makes, with the authorization of
+    /// [`Downloader::with_auth`], and answers up to [`MAX_AUTH_ROUNDS`]
+    /// `401` challenges. A `401` without credentials configured, or one that
+    /// new credentials cannot satisfy, is fatal.
+    fn send(&self, url: &str, build: &dyn Fn() -> RequestBuilder) -> Result<Response, Attempt> {
+        for _ in 0..MAX_AUTH_ROUNDS {
+            let mut request = build();
+            if let Some(value) = self.auth.as_ref().and_then(|auth| auth.authorization()) {
+                request = request.header(AUTHORIZATION, value);
+            }
+            let response = request.send().map_err(|e| Attempt::Retry { reason: e.to_string(), wait: None })?;
+            if response.status() != StatusCode::UNAUTHORIZED {
+                return Ok(response);
+            }
+            let unauthorized = |detail: String| Attempt::Fatal(DownloadError::Unauthorized { url: url.to_owned(), detail });
+            let Some(auth) = &self.auth else {
+                return Err(unauthorized("the server responded 401 and no credentials are configured".to_owned()));
+            };
+            let challenge = response.headers().get(WWW_AUTHENTICATE).and_then(|v| v.to_str().ok());
+            auth.challenge(&self.client, challenge).map_err(unauthorized)?;
+        }
+        Err(Attempt::Fatal(DownloadError::Unauthorized {
+            url: url.to_owned(),
+            detail: format!("the server still responded 401 after {MAX_AUTH_ROUNDS} rounds of authentication"),
+        }))
     }
 
     /// Runs `attempt` until it succeeds, fails for good, or the attempts run
@@ -198,13 +262,21 @@ impl Downloader {
     /// Downloads a small object into memory, at most `limit` bytes, retrying
     /// from the start after a failure.
     pub fn get(&self, url: &str, limit: u64) -> Result<Vec<u8>, DownloadError> {
+        self.get_accepting(url, limit, None)
+    }
+
+    /// Like [`Downloader::get`], with an `Accept` header, such as the media
+    /// type of an OCI manifest.
+    pub fn get_accepting(&self, url: &str, limit: u64, accept: Option<&str>) -> Result<Vec<u8>, DownloadError> {
         self.with_retries(url, || {
-            let response = self
-                .client
-                .get(url)
-                .header(ACCEPT_ENCODING, "identity")
-                .send()
-                .map_err(|e| Attempt::Retry { reason: e.to_string(), wait: None })?;
+            let build = || {
+                let request = self.client.get(url).header(ACCEPT_ENCODING, "identity");
+                match accept {
+                    Some(accept) => request.header(reqwest::header::ACCEPT, accept),
+                    None => request,
+                }
+            };
+            let response = self.send(url, &build)?;
             self.classify(url, &response)?;
             if let Some(len) = response.content_length().filter(|len| *len > limit) {
                 return Err(Attempt::Fatal(DownloadError::TooLarge { url: url.to_owned(), len, limit }));
@@ -252,14 +324,17 @@ impl Downloader {
             (Some(_), Ok(meta)) => meta.len(),
             _ => 0,
         };
-        let mut request = self.client.get(url).header(ACCEPT_ENCODING, "identity");
-        if offset > 0 {
-            request = request.header(RANGE, format!("bytes={offset}-"));
-            if let Some(tag) = &stored_etag {
-                request = request.header(IF_RANGE, tag.as_str());
+        let build = || {
+            let mut request = self.client.get(url).header(ACCEPT_ENCODING, "identity");
+            if offset > 0 {
+                request = request.header(RANGE, format!("bytes={offset}-"));
+                if let Some(tag) = &stored_etag {
+                    request = request.header(IF_RANGE, tag.as_str());
+                }
             }
-        }
-        let response = request.send().map_err(|e| Attempt::Retry { reason: e.to_string(), wait: None })?;
+            request
+        };
+        let response = self.send(url, &build)?;
 
         let status = response.status();
         if status == StatusCode::RANGE_NOT_SATISFIABLE {
@@ -341,6 +416,86 @@ impl Downloader {
         file.sync_data().map_err(|e| fatal(io_error("sync", partial)(e)))?;
         if total != u64::MAX && written != total {
             return Err(Attempt::Retry { reason: format!("connection closed after {written} of {total} bytes"), wait: None });
+        }
+        Ok(())
+    }
+}
+
+impl Downloader {
+    /// Downloads the `length` bytes at `start` of the object at `url` into
+    /// `destination`, resuming a partial file left by an earlier attempt or
+    /// run. **The object must never change**, such as a blob addressed by its
+    /// digest, because no ETag ties the parts of a resumed range together.
+    /// A server that ignores `Range` costs the bytes before `start`, which
+    /// are read and dropped. Returns the body bytes received in this call.
+    pub fn download_range_to(&self, url: &str, start: u64, length: u64, destination: &Path) -> Result<u64, DownloadError> {
+        let partial = partial_path(destination, "partial");
+        let mut received = 0u64;
+        self.with_retries(url, || self.range_once(url, start, length, &partial, &mut received))?;
+        fs::rename(&partial, destination).map_err(io_error("rename into place", destination))?;
+        Ok(received)
+    }
+
+    fn range_once(&self, url: &str, start: u64, length: u64, partial: &Path, received: &mut u64) -> Result<(), Attempt> {
+        let fatal = |error: DownloadError| Attempt::Fatal(error);
+        let mut have = fs::metadata(partial).map(|meta| meta.len()).unwrap_or(0);
+        if have > length {
+            truncate(partial, &partial_path(partial, "etag")).map_err(fatal)?;
+            have = 0;
+        }
+        if have == length {
+            return Ok(());
+        }
+        let first = start + have;
+        let last = start + length - 1;
+        let build = || self.client.get(url).header(ACCEPT_ENCODING, "identity").header(RANGE, format!("bytes={first}-{last}"));
+        let response = self.send(url, &build)?;
+        self.classify(url, &response)?;
+        let skip = if response.status() == StatusCode::PARTIAL_CONTENT {
+            match content_range(response.headers()) {
+                Some((range_start, range_end, _)) if range_start == first && range_end == last => 0,
+                _ => return Err(Attempt::Retry { reason: format!("206 without Content-Range bytes {first}-{last}"), wait: None }),
+            }
+        } else {
+            tracing::debug!(%url, first, "server ignored the range; skipping to it");
+            first
+        };
+
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(partial)
+            .map_err(|e| fatal(io_error("open", partial)(e)))?;
+        let mut throttle = Throttle::new(self.policy.bandwidth_limit);
+        let mut reader = response.take(skip + (length - have));
+        let mut buffer = vec![0u8; throttle.read_size()];
+        let mut skipped = 0u64;
+        let mut written = have;
+        loop {
+            let read = match reader.read(&mut buffer) {
+                Ok(read) => read,
+                Err(e) => {
+                    let _ = file.sync_data();
+                    return Err(Attempt::Retry { reason: format!("connection failed after {written} of {length} bytes: {e}"), wait: None });
+                }
+            };
+            if read == 0 {
+                break;
+            }
+            throttle.account(read as u64);
+            let mut part = &buffer[..read];
+            if skipped < skip {
+                let drop = (skip - skipped).min(part.len() as u64) as usize;
+                skipped += drop as u64;
+                part = &part[drop..];
+            }
+            file.write_all(part).map_err(|e| fatal(io_error("write", partial)(e)))?;
+            written += part.len() as u64;
+            *received += part.len() as u64;
+        }
+        file.sync_data().map_err(|e| fatal(io_error("sync", partial)(e)))?;
+        if written != length {
+            return Err(Attempt::Retry { reason: format!("connection closed after {written} of {length} bytes"), wait: None });
         }
         Ok(())
     }

@@ -1,11 +1,12 @@
-//! Release sources: a `.tender` bundle, a repository directory, or a
-//! repository served over HTTP. Every source hands out raw bytes; the
+//! Release sources: a `.tender` bundle, a repository directory, a
+//! repository served over HTTP, or one stored in an OCI registry. Every source hands out raw bytes; the
 //! caller verifies them before use.
 
 mod bundle;
 mod dir;
 mod download;
 mod http;
+mod registry;
 
 use std::path::Path;
 
@@ -13,8 +14,9 @@ use crate::format::Sha256Digest;
 
 pub use bundle::BundleSource;
 pub use dir::DirSource;
-pub use download::{DownloadError, DownloadPolicy, Downloader};
+pub use download::{DownloadError, DownloadPolicy, Downloader, RequestAuth};
 pub use http::HttpSource;
+pub use registry::RegistrySource;
 
 /// Errors of reading from a release source.
 #[derive(Debug, thiserror::Error)]

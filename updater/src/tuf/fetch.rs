@@ -70,7 +70,7 @@ pub trait Fetcher {
 /// Checks that `name` is a relative path of non-empty components, none of
 /// them `.` or `..`, and with only URL path characters, then returns its
 /// decoded components.
-fn check_name(name: &str) -> Result<Vec<Vec<u8>>, FetchError> {
+pub(crate) fn check_name(name: &str) -> Result<Vec<Vec<u8>>, FetchError> {
     let invalid = || FetchError::InvalidName { name: name.to_owned() };
     let allowed = |byte: u8| byte.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:@".contains(&byte);
     name.split('/')

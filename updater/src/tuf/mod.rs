@@ -22,7 +22,7 @@ mod checks;
 mod client;
 mod delegation;
 mod error;
-mod fetch;
+pub(crate) mod fetch;
 mod limits;
 mod names;
 mod refresh;
