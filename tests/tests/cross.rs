@@ -81,6 +81,28 @@ fn aarch64_release_runs_under_qemu_and_is_refused_by_x86_64() {
         assert_eq!(entries[path]["sha256"], native[path]["sha256"], "{path} differs from the native build");
     }
 
+    // One OCI image index holds the native and the aarch64 release.
+    let layout = dir.path().join("image");
+    let image = run(Command::new(bin("tender"))
+        .arg("image")
+        .arg("--recipe")
+        .arg(checkout.join("ecar-4wd4ws.toml"))
+        .arg("--release")
+        .arg(fixture.repo.parent().expect("fixture out dir"))
+        .arg("--release")
+        .arg(&out)
+        .args(["--version", "1.0.0", "--out"])
+        .arg(&layout));
+    expect_success(&image, "tender image for two architectures");
+    let policy = dir.path().join("policy.json");
+    fs::write(&policy, r#"{"default":[{"type":"insecureAcceptAnything"}]}"#).expect("policy");
+    let raw = run(Command::new("skopeo").arg("--policy").arg(&policy).args(["inspect", "--raw"]).arg(format!("oci:{}:1.0.0", layout.display())));
+    let index: serde_json::Value = serde_json::from_str(&expect_success(&raw, "skopeo inspect --raw")).expect("index JSON");
+    let mut platforms: Vec<&str> =
+        index["manifests"].as_array().expect("manifests").iter().filter_map(|m| m["platform"]["architecture"].as_str()).collect();
+    platforms.sort_unstable();
+    assert_eq!(platforms, ["amd64", "arm64"]);
+
     // An x86_64 robot running the native 1.0.0 refuses the aarch64 bundle
     // and stays as it was.
     let robot = Robot::new(&fixture.keys);
