@@ -17,6 +17,7 @@ pub mod delta;
 pub mod distribution;
 pub mod entries;
 pub mod extra;
+pub mod fsimage;
 pub mod fsutil;
 pub mod keydir;
 pub mod oci;

@@ -33,6 +33,10 @@ const REQUIREMENTS: &[Requirement] = &[
     Requirement { check: &["fw_printenv", "-V"], package: "libubootenv-tool" },
     Requirement { check: &["grub-editenv", "--version"], package: "grub-common" },
     Requirement { check: &["strace", "-V"], package: "strace" },
+    // Filesystem images for partition slots, and the tools that read them back.
+    Requirement { check: &["mke2fs", "-V"], package: "e2fsprogs" },
+    Requirement { check: &["mkfs.erofs", "--help"], package: "erofs-utils" },
+    Requirement { check: &["mksquashfs", "-version"], package: "squashfs-tools" },
     // The publishing tests serve repositories with these, on 127.0.0.1.
     Requirement { check: &["nginx", "-v"], package: "nginx" },
     Requirement { check: &["sh", "-c", "command -v htpasswd"], package: "apache2-utils" },

@@ -2,6 +2,7 @@
 //! its clap arguments and a `run` function.
 
 mod audit;
+mod fs_image;
 mod image;
 mod keys;
 mod publish;
@@ -27,6 +28,7 @@ enum Command {
     Keys(keys::Args),
     Release(release::Args),
     Image(image::Args),
+    FsImage(fs_image::Args),
     Repo(repo::Args),
     Publish(publish::Args),
     Timestamp(timestamp::Args),
@@ -40,6 +42,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::Keys(args) => keys::run(args),
         Command::Release(args) => release::run(args),
         Command::Image(args) => image::run(args),
+        Command::FsImage(args) => fs_image::run(args),
         Command::Repo(args) => repo::run(args),
         Command::Publish(args) => publish::run(args),
         Command::Timestamp(args) => timestamp::run(args),
