@@ -42,6 +42,8 @@ struct ConfigFile {
     daemon: DaemonFile,
     #[serde(default)]
     registry: RegistryFile,
+    #[serde(default)]
+    boot: Option<crate::boot::BootFile>,
 }
 
 /// `[registry]`: credentials for an `oci://` source. Without any field the
@@ -191,14 +193,20 @@ struct TrustFile {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 struct SlotsFile {
     base: PathBuf,
+    /// `directory` (slot-a, slot-b and a symlink below `base`) or `partition`.
+    kind: String,
+    /// Partition slots: the two devices, and the release file written to them.
+    a: Option<PathBuf>,
+    b: Option<PathBuf>,
+    image: String,
 }
 
 impl Default for SlotsFile {
     fn default() -> Self {
-        Self { base: PathBuf::from("/opt/ecar") }
+        Self { base: PathBuf::from("/opt/ecar"), kind: "directory".to_owned(), a: None, b: None, image: "rootfs.img".to_owned() }
     }
 }
 
@@ -287,6 +295,8 @@ pub struct Config {
     /// File with the id of the current boot, below the root prefix.
     pub boot_id_file: PathBuf,
     pub registry: RegistryConfig,
+    /// Partition slots and their boot loader; `None` for directory slots.
+    pub partition: Option<crate::boot::PartitionSetup>,
 }
 
 /// Joins an absolute path below `root`; `/opt/ecar` under `/tmp/r` is
@@ -330,6 +340,14 @@ impl Config {
                 invalid(format!("daemon.maintenance_window {text:?} is invalid; write it as \"02:00-05:00\" (UTC)"))
             })?),
             None => None,
+        };
+        let partition = match file.slots.kind.as_str() {
+            "directory" => None,
+            "partition" => Some(
+                crate::boot::partition_setup(root, file.slots.a.as_deref(), file.slots.b.as_deref(), &file.slots.image, file.boot.as_ref())
+                    .map_err(invalid)?,
+            ),
+            other => return Err(invalid(format!("slots.kind {other:?} is unknown; use \"directory\" or \"partition\""))),
         };
         let state_dir = under_root(root, &file.state.dir);
         let backup_dir = match &file.backup.dir {
@@ -377,6 +395,7 @@ impl Config {
                 token_file: file.registry.token_file.map(|path| under_root(root, &path)),
                 insecure: file.registry.insecure,
             },
+            partition,
         })
     }
 }

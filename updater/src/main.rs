@@ -147,7 +147,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     report.stats.bytes_planned,
                 );
             }
-            if report.phase != Phase::Committed {
+            if !matches!(report.phase, Phase::Committed | Phase::Trial) {
                 return Ok(ExitCode::from(EXIT_REVERTED));
             }
         }
@@ -171,7 +171,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Apply => {
             let report = Updater::open(config)?.apply()?;
             out!("{} in slot {}: {} ({})", report.release, report.slot, report.phase, report.detail);
-            if report.phase != Phase::Committed {
+            if !matches!(report.phase, Phase::Committed | Phase::Trial) {
                 return Ok(ExitCode::from(EXIT_REVERTED));
             }
         }

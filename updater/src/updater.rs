@@ -29,6 +29,8 @@ use crate::source::{open_source_with_cache, read_bounded, ReleaseSource};
 use crate::state::{now_text, Phase, RejectedRelease, Slot, SlotRelease, State, StateError};
 use crate::verify::VerifiedRelease;
 
+mod partition;
+
 /// Errors of install, commit and rollback. Each message is one line that
 /// names the value and what to do.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +45,10 @@ pub enum UpdateError {
     Online(#[from] crate::online::OnlineError),
     #[error(transparent)]
     Stage(#[from] crate::slot::StageError),
+    #[error(transparent)]
+    Partition(#[from] crate::slot::PartitionError),
+    #[error(transparent)]
+    Boot(#[from] crate::boot::BootEnvError),
     #[error(transparent)]
     Check(#[from] crate::slot::CheckError),
     #[error(transparent)]
@@ -111,6 +117,8 @@ enum TrialResult {
     Committed,
     Reverted(String),
     FailedWithoutFallback(String),
+    /// A partition slot's trial waits for the reboot into it.
+    Pending,
 }
 
 /// The robot side of Tender, for one configuration.
@@ -330,16 +338,23 @@ impl Updater {
         let record = slot_release(release);
         tracing::info!(release = %record, digest = %release.digest(), source = %source.describe(), "release verified");
 
-        let active = state.active;
+        let active = self.active_slot(&state)?;
         let target = active.map_or(Slot::A, Slot::other);
-        if self.slots.linked_slot() == Some(target) {
+        if self.config.partition.is_none() && self.slots.linked_slot() == Some(target) {
             // The state and the link disagree; never stage into what runs.
             return Err(UpdateError::LinkMismatch { slot: target, state_active: active });
         }
         let active_manifest = active.and_then(|slot| self.slot_manifest(slot));
         let cache_dir = self.cache_dir();
-        let prepared =
-            prepare(manifest, &self.slots, target, active.zip(active_manifest.as_ref()), source, &cache_dir, release.delta())?;
+        let prepared = match &self.config.partition {
+            None => Some(prepare(manifest, &self.slots, target, active.zip(active_manifest.as_ref()), source, &cache_dir, release.delta())?),
+            Some(partition) => {
+                // Checked before anything changes: the image, the device, its size.
+                let (size, _, _) = partition.slots.image_of(manifest)?;
+                partition.slots.open_target(target, size)?;
+                None
+            }
+        };
 
         // Every chunk verified, so a newer root the bundle brought is trusted now.
         if let Some(root) = release.pending_root() {
@@ -354,10 +369,14 @@ impl Updater {
         state.record("staging", Some(target), Some(record.clone()), source.describe());
         self.save(&state)?;
 
-        let staged = prepared
-            .write(source)
-            .map_err(UpdateError::from)
-            .and_then(|stats| check_slot(&self.slots.slot_dir(target), manifest).map(|()| stats).map_err(UpdateError::from));
+        let staged = match (prepared, &self.config.partition) {
+            (Some(prepared), _) => prepared
+                .write(source)
+                .map_err(UpdateError::from)
+                .and_then(|stats| check_slot(&self.slots.slot_dir(target), manifest).map(|()| stats).map_err(UpdateError::from)),
+            (None, Some(partition)) => self.stage_image(partition, manifest, target, active.zip(active_manifest.as_ref()), source, &cache_dir),
+            (None, None) => Err(UpdateError::NothingStaged { phase: state.phase }),
+        };
         let stats = match staged {
             Ok(stats) => stats,
             Err(error) => return Err(self.fail_install(&mut state, target, &record, error)),
@@ -409,11 +428,15 @@ impl Updater {
         state.phase = Phase::Trial;
         state.health_failures = 0;
         self.save(&state)?;
+        if self.config.partition.is_some() {
+            return self.reboot_into_trial(&state, target, &record);
+        }
         let result = self.run_trial(&mut state, &manifest.services, &manifest.health)?;
         let (phase, detail) = match result {
             TrialResult::Committed => (Phase::Committed, "health check passed".to_owned()),
             TrialResult::Reverted(reason) => (Phase::Reverted, reason),
             TrialResult::FailedWithoutFallback(reason) => (Phase::Failed, reason),
+            TrialResult::Pending => (Phase::Trial, "waiting for the reboot into the new slot".to_owned()),
         };
         Ok(InstallReport { release: record.to_string(), slot: target, phase, stats: StageStats::default(), detail })
     }
@@ -434,6 +457,11 @@ impl Updater {
 
     /// Runs the release's pre-switch checks against the staged slot.
     fn pre_switch_checks(&self, manifest: &Manifest, slot: Slot) -> Result<(), String> {
+        if self.config.partition.is_some() {
+            // TODO: mount the staged image read-only to run these checks.
+            tracing::info!("pre-switch checks skipped: the staged slot is a partition image");
+            return Ok(());
+        }
         let slot_dir = self.slots.slot_dir(slot);
         for required in &manifest.pre_switch.required_files {
             if std::fs::symlink_metadata(slot_dir.join(required)).is_err() {
@@ -474,7 +502,10 @@ impl Updater {
         state.target = Some(target);
         state.record(event, Some(target), record, "");
         self.save(state)?;
-        self.slots.switch_to(target)?;
+        match &self.config.partition {
+            None => self.slots.switch_to(target)?,
+            Some(partition) => self.point_boot_at(partition, state, target)?,
+        }
         state.active = Some(target);
         Ok(())
     }
@@ -525,6 +556,9 @@ impl Updater {
         loop {
             let outcome = command::run(&argv, None, timeout);
             if outcome.is_success() {
+                if let Some(partition) = &self.config.partition {
+                    partition.boot.mark_good(active)?;
+                }
                 state.phase = Phase::Committed;
                 state.committed = Some(active);
                 state.target = None;
@@ -628,6 +662,9 @@ impl Updater {
             state.phase = Phase::Failed;
             return self.save(state);
         };
+        if let Some(partition) = &self.config.partition {
+            return self.recover_partition_switch(partition, state, target);
+        }
         let linked = self.slots.linked_slot();
         let reverting = state.committed == Some(target);
         if reverting {
@@ -659,6 +696,11 @@ impl Updater {
         let Some(active) = state.active else {
             return Ok(TrialResult::FailedWithoutFallback("no active slot".to_owned()));
         };
+        if let Some(partition) = &self.config.partition {
+            if let Some(result) = self.resume_partition_trial(partition, state, active)? {
+                return Ok(result);
+            }
+        }
         let Some(manifest) = self.slot_manifest(active) else {
             return self.revert(state, "the manifest of the slot on trial is missing");
         };
@@ -673,6 +715,9 @@ impl Updater {
         }
         let active = state.active.ok_or(UpdateError::NothingToCommit { phase: state.phase })?;
         let release = state.slot_release(active).cloned().ok_or(UpdateError::NothingToCommit { phase: state.phase })?;
+        if let Some(partition) = &self.config.partition {
+            partition.boot.mark_good(active)?;
+        }
         state.phase = Phase::Committed;
         state.committed = Some(active);
         state.target = None;

@@ -18,6 +18,7 @@
 //! because without `upgrade_available` nothing is counted.
 
 mod command;
+mod config;
 mod grub;
 mod uboot;
 
@@ -25,6 +26,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 pub use command::CommandEnv;
+pub use config::{partition_setup, BootFile, PartitionSetup};
 pub use grub::GrubEnv;
 pub use uboot::{UbootCopy, UbootEnv};
 

@@ -5,6 +5,7 @@
 
 mod check;
 mod metadata;
+mod partition;
 mod stage;
 
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use crate::fsutil::{replace_symlink, FsError};
 use crate::state::Slot;
 
 pub use check::{check_slot, CheckError};
+pub use partition::{ImageStats, PartitionError, PartitionSlots};
 pub use stage::{prepare, PreparedStage, StageError, StageStats};
 
 /// Name of the symlink that points at the active slot.
