@@ -214,6 +214,8 @@ fn check_flow(loader: Loader) {
     recover(&robot);
     let status = robot.status();
     assert_eq!((status["state"].as_str(), status["version"].as_str()), (Some("committed"), Some("1.0.0")), "{status}");
+    assert_eq!(status["boot"]["slot"], "b", "{status}");
+    assert_eq!(status["boot"]["trial"], serde_json::Value::Null, "{status}");
     let vars = loader.read(&robot);
     assert_eq!(vars["upgrade_available"], "0");
     assert!(!vars.contains_key("tender_prev"));
@@ -242,6 +244,16 @@ fn check_flow(loader: Loader) {
     assert_eq!((status["state"].as_str(), status["version"].as_str()), (Some("reverted"), Some("1.0.0")), "{status}");
     assert!(status["last_error"].as_str().unwrap_or_default().contains("fell back"), "{status}");
     assert_eq!(loader.read(&robot)["tender_bad"], "a");
+
+    // `tenderd mark-bad` during a trial goes back at once.
+    let output = robot.tenderd(&["install", "--json", "--allow-reverted", &images.bundles["1.0.2"].display().to_string()]);
+    let report: serde_json::Value = serde_json::from_str(&expect_success(&output, "install 1.0.2 again")).expect("report");
+    assert_eq!(report["phase"], "trial", "{report}");
+    loader.boot(&robot);
+    expect_success(&robot.tenderd(&["mark-bad"]), "tenderd mark-bad");
+    let vars = loader.read(&robot);
+    assert_eq!((vars["tender_slot"].as_str(), vars["tender_bad"].as_str()), ("b", "a"), "{vars:?}");
+    assert_eq!(robot.status()["boot"]["bad"], serde_json::json!(["a"]));
 
     // An ordinary reboot of the committed slot counts nothing.
     let before = loader.read(&robot);

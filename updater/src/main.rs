@@ -68,7 +68,10 @@ enum Command {
     /// Switch to the other slot when it holds a verified earlier release.
     Rollback,
     /// Mark the release on trial as good now.
+    #[command(alias = "mark-good")]
     Commit,
+    /// Mark the release on trial as bad now: revert to the committed release.
+    MarkBad,
     /// Finish or undo an install that was interrupted, for example at boot.
     Recover,
     /// Poll the configured repository, stage new releases and switch by policy (the daemon).
@@ -110,7 +113,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Status { json } => {
             let state = State::load(&config.state_dir)?;
-            let status = Status::new(&state, &DirectorySlots::new(&config.slots_base));
+            let boot = match &config.partition {
+                Some(partition) => Some(partition.boot.selection()?.into()),
+                None => None,
+            };
+            let status = Status::new(&state, &DirectorySlots::new(&config.slots_base)).with_boot(boot);
             if json {
                 out!("{}", serde_json::to_string_pretty(&status)?);
             } else {
@@ -158,6 +165,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Commit => {
             let release = Updater::open(config)?.commit()?;
             out!("committed {release}");
+        }
+        Command::MarkBad => {
+            let release = Updater::open(config)?.mark_bad()?;
+            out!("marked bad; back on {release}");
         }
         Command::Recover => {
             let updater = Updater::open(config)?;

@@ -23,6 +23,34 @@ pub struct Status {
     pub slot_a: Option<SlotRelease>,
     pub slot_b: Option<SlotRelease>,
     pub last_error: Option<String>,
+    /// Partition slots: what the boot loader's environment says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boot: Option<BootStatus>,
+}
+
+/// The boot selection of partition slots.
+#[derive(Debug, Clone, Serialize)]
+pub struct BootStatus {
+    /// The slot the boot loader starts.
+    pub slot: Option<Slot>,
+    /// The slot on trial, while boot counting is armed.
+    pub trial: Option<Slot>,
+    /// Slots marked bad, which the boot loader does not start.
+    pub bad: Vec<Slot>,
+    pub boot_count: u32,
+    pub boot_limit: u32,
+}
+
+impl From<crate::boot::BootSelection> for BootStatus {
+    fn from(selection: crate::boot::BootSelection) -> Self {
+        Self {
+            slot: selection.slot,
+            trial: selection.trial,
+            bad: selection.bad,
+            boot_count: selection.boot_count,
+            boot_limit: selection.boot_limit,
+        }
+    }
 }
 
 impl Status {
@@ -40,7 +68,14 @@ impl Status {
             slot_a: state.slot_a.clone(),
             slot_b: state.slot_b.clone(),
             last_error: state.last_error.clone(),
+            boot: None,
         }
+    }
+
+    /// Adds the boot selection of partition slots.
+    pub fn with_boot(mut self, boot: Option<BootStatus>) -> Self {
+        self.boot = boot;
+        self
     }
 
     /// Renders the status for a terminal.
@@ -57,6 +92,27 @@ impl Status {
             format!("slot a:           {}", release(&self.slot_a)),
             format!("slot b:           {}", release(&self.slot_b)),
         ];
+        if let Some(boot) = &self.boot {
+            let mark = |slot: Slot| {
+                if boot.bad.contains(&slot) {
+                    "bad"
+                } else if boot.trial == Some(slot) {
+                    "trial"
+                } else if boot.slot == Some(slot) {
+                    "good"
+                } else {
+                    "-"
+                }
+            };
+            lines.push(format!(
+                "boot:             slot {} (a: {}, b: {}), boot {} of {}",
+                boot.slot.map_or_else(dash, |s| s.to_string()),
+                mark(Slot::A),
+                mark(Slot::B),
+                boot.boot_count,
+                boot.boot_limit
+            ));
+        }
         if let Some(error) = &self.last_error {
             lines.push(format!("last error:       {error}"));
         }

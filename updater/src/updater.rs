@@ -707,6 +707,20 @@ impl Updater {
         self.run_trial(state, &manifest.services, &manifest.health)
     }
 
+    /// Marks the release on trial as bad without waiting for its health
+    /// check, and reverts to the committed release.
+    pub fn mark_bad(&self) -> Result<SlotRelease, UpdateError> {
+        let mut state = self.load_state()?;
+        if state.phase != Phase::Trial {
+            return Err(UpdateError::NothingToCommit { phase: state.phase });
+        }
+        let fallback = state.committed.and_then(|slot| state.slot_release(slot).cloned());
+        match self.revert(&mut state, "marked bad by hand")? {
+            TrialResult::Reverted(_) => fallback.ok_or(UpdateError::NothingToCommit { phase: state.phase }),
+            _ => Err(UpdateError::NothingToCommit { phase: state.phase }),
+        }
+    }
+
     /// Marks the release on trial as good without waiting for its health check.
     pub fn commit(&self) -> Result<SlotRelease, UpdateError> {
         let mut state = self.load_state()?;
