@@ -40,6 +40,14 @@ struct ConfigFile {
     download: DownloadFile,
     #[serde(default)]
     daemon: DaemonFile,
+    #[serde(default)]
+    health: crate::health::HealthFile,
+    #[serde(default)]
+    control: crate::control::ControlFile,
+    #[serde(default)]
+    metrics: crate::metrics::MetricsFile,
+    #[serde(default)]
+    usb: crate::usb::UsbFile,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -229,6 +237,21 @@ mod humantime_serde_compat {
     }
 }
 
+/// Parses optional durations such as `"30s"` with humantime; a missing
+/// field is `None`.
+pub(crate) mod duration_text {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        humantime::parse_duration(&text)
+            .map(Some)
+            .map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?} ({e}); write it like \"30s\" or \"5m\"")))
+    }
+}
+
 /// The configuration with every path resolved below the root prefix.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -253,6 +276,13 @@ pub struct Config {
     pub daemon: DaemonConfig,
     /// File with the id of the current boot, below the root prefix.
     pub boot_id_file: PathBuf,
+    /// Checks of a release on trial, added to the release's own.
+    pub health: crate::health::HealthConfig,
+    /// The local control socket.
+    pub control: crate::control::ControlConfig,
+    pub metrics: crate::metrics::MetricsConfig,
+    /// Bundles on USB sticks.
+    pub usb: crate::usb::UsbConfig,
 }
 
 /// Joins an absolute path below `root`; `/opt/ecar` under `/tmp/r` is
@@ -297,6 +327,10 @@ impl Config {
             })?),
             None => None,
         };
+        let health = file.health.resolve(root).map_err(&invalid)?;
+        let control = file.control.resolve(root).map_err(&invalid)?;
+        let metrics = file.metrics.resolve(root).map_err(&invalid)?;
+        let usb = file.usb.resolve(root).map_err(&invalid)?;
         let state_dir = under_root(root, &file.state.dir);
         let backup_dir = match &file.backup.dir {
             Some(dir) => under_root(root, dir),
@@ -337,6 +371,10 @@ impl Config {
                 channel: file.daemon.channel,
             },
             boot_id_file: under_root(root, &file.daemon.boot_id_file),
+            health,
+            control,
+            metrics,
+            usb,
         })
     }
 }

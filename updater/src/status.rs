@@ -1,13 +1,13 @@
 //! The deployment status and history, as `tenderd status` and
 //! `tenderd history` print them.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::slot::DirectorySlots;
 use crate::state::{Event, Phase, Slot, SlotRelease, State};
 
 /// The fields of `tenderd status --json`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Status {
     pub state: Phase,
     /// Version of the release in the active slot.
