@@ -240,8 +240,9 @@ fn ineligible(config: &Config, state: &State, release: &VerifiedRelease) -> Opti
     None
 }
 
-/// Verifies every bundle, installs the newest eligible one, and writes a
-/// result file next to each. Returns the result of each bundle.
+/// Verifies every bundle, installs the newest eligible one (the next newest
+/// when it reverts), and writes a result file next to each. Returns the
+/// result of each bundle.
 pub fn install_from(updater: &Updater, bundles: &[PathBuf]) -> Vec<BundleResult> {
     let config = updater.config();
     let files: Vec<BundleFile> = bundles.iter().filter_map(|p| stat_bundle(p)).collect();
@@ -277,21 +278,17 @@ pub fn install_from(updater: &Updater, bundles: &[PathBuf]) -> Vec<BundleResult>
             }
         }
     }
-    eligible.sort_by(|a, b| a.2.manifest().version.cmp(&b.2.manifest().version));
-    if let Some((file, mut source, release)) = eligible.pop() {
+    // Newest first. A release that fails its trial is reverted and no longer
+    // eligible, so the next newest is tried; any other failure stops there.
+    eligible.sort_by(|a, b| b.2.manifest().version.cmp(&a.2.manifest().version));
+    let mut settled: Option<String> = None;
+    for (file, mut source, release) in eligible {
         let name = format!("{} {}", release.manifest().name, release.manifest().version);
-        for (other, _, other_release) in eligible {
-            let other_name = format!("{} {}", other_release.manifest().name, other_release.manifest().version);
-            let detail = format!("the newer {name} on this stick was chosen");
-            results.push((other.clone(), BundleResult { bundle: other.path, outcome: "skipped".to_owned(), release: Some(other_name), detail }));
-        }
-        let result = if state.held {
-            BundleResult {
-                bundle: file.path.clone(),
-                outcome: "held".to_owned(),
-                release: Some(name),
-                detail: "the robot is held; run `tenderd resume` and insert the stick again".to_owned(),
-            }
+        let result = if let Some(reason) = &settled {
+            BundleResult { bundle: file.path.clone(), outcome: "skipped".to_owned(), release: Some(name), detail: reason.clone() }
+        } else if state.held {
+            settled = Some("the robot is held; run `tenderd resume` and insert the stick again".to_owned());
+            BundleResult { bundle: file.path.clone(), outcome: "held".to_owned(), release: Some(name), detail: settled.clone().unwrap_or_default() }
         } else {
             let installing = BundleResult {
                 bundle: file.path.clone(),
@@ -301,7 +298,13 @@ pub fn install_from(updater: &Updater, bundles: &[PathBuf]) -> Vec<BundleResult>
             };
             write_result(&file, &installing, config);
             tracing::info!(bundle = %file.path.display(), release = %name, "installing from a USB stick");
-            install_one(updater, source.as_mut(), &release, &file.path, name)
+            let result = install_one(updater, source.as_mut(), &release, &file.path, name.clone());
+            match result.outcome.as_str() {
+                "committed" => settled = Some(format!("the newer {name} from this stick was installed")),
+                "reverted" => {}
+                _ => settled = Some(format!("{name} from this stick failed to install; fix that first")),
+            }
+            result
         };
         results.push((file, result));
     }

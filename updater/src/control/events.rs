@@ -59,11 +59,12 @@ const OVERLAP: usize = 8;
 /// up in `new` by its last events rather than by position.
 pub fn new_events<'a>(old: &VecDeque<Event>, new: &'a VecDeque<Event>) -> Vec<&'a Event> {
     let Some(last) = old.back() else { return new.iter().collect() };
-    let overlap = old.len().min(OVERLAP);
     for end in (0..new.len()).rev() {
-        if &new[end] != last || end + 1 < overlap {
+        if &new[end] != last {
             continue;
         }
+        // The events before `end` may have been dropped from the front of `new`.
+        let overlap = old.len().min(OVERLAP).min(end + 1);
         let matches = (0..overlap).all(|back| new[end - back] == old[old.len() - 1 - back]);
         if matches {
             return new.iter().skip(end + 1).collect();

@@ -41,7 +41,8 @@ pub fn run(check: &Check, prefix: &str, is_active: &[String]) -> Result<(), Chec
             Ok(())
         }
         Err(detail) => {
-            tracing::warn!(check = %check.label(), %detail, elapsed_ms, "health check failed");
+            // The trial logs the failure with its count; this adds the timing.
+            tracing::debug!(check = %check.label(), %detail, elapsed_ms, "health check failed");
             Err(CheckFailure { check: check.label(), detail })
         }
     }
