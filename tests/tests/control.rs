@@ -20,7 +20,7 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
 }
 
-/// A robot running 1.0.0 whose daemon serves metrics on `port` and writes a textfile.
+/// Creates a robot running 1.0.0 whose daemon serves metrics on `port` and writes a textfile.
 fn robot_with_daemon_config(port: u16) -> Robot {
     let fixture = fixture();
     let robot = Robot::new(&fixture.keys);
@@ -66,12 +66,12 @@ fn daemon_serves_status_and_events() {
     assert_eq!(mode, 0o660, "socket mode {mode:o}");
 
     // A second process subscribes to events: the Python client.
-    let mut events = python_client(&robot, &["events", "--count", "4"])
+    let events = python_client(&robot, &["events", "--count", "4"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start the event subscriber");
-    // A raw client sees the daemon answer status.
+    // A raw socket client gets the status.
     let mut raw = UnixStream::connect(&socket).expect("connect");
     raw.write_all(b"{\"command\":\"status\"}\n").expect("send status");
     let mut line = String::new();
@@ -163,7 +163,8 @@ print(json.dumps({{"status": json.loads(bridge.status_message()), "deploy": brid
     assert_eq!(result["status"]["version"], "1.0.0", "{result}");
     assert_eq!(result["deploy"][0], false, "{result}");
     let message = result["deploy"][1].as_str().unwrap_or_default();
-    assert!(message.contains("ecar-4wd4ws 1.0.2") && message.contains("reverted"), "{message}");
+    assert!(message.contains("ecar-4wd4ws 1.0.2"), "{message}");
+    assert!(message.contains("reverted"), "{message}");
     assert_eq!(result["rollback"][0], false, "{result}");
     assert!(result["rollback"][1].as_str().unwrap_or_default().contains("slot"), "{result}");
 
@@ -193,7 +194,7 @@ fn socket_denies_other_users() {
     let robot = robot_with_daemon_config(free_port());
     let _daemon = Daemon::start(&robot);
     // Let `nobody` reach the configuration and the socket's directory, so
-    // that only the socket's own mode stands in the way.
+    // that only the socket's own mode denies access.
     fs::set_permissions(robot.root.path(), fs::Permissions::from_mode(0o755)).expect("chmod robot root");
     let output = Command::new("setpriv")
         .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])

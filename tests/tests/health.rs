@@ -14,8 +14,8 @@ use common::robot::Robot;
 use common::{expect_success, fixture, stdout};
 use tender_e2e::fault_server::{Fault, FaultServer};
 
-/// A robot running 1.0.0 whose `is_active` reports a unit inactive while
-/// `run/inactive-UNIT` exists.
+/// Creates a robot running 1.0.0 with the `[health]` text `health`, whose
+/// `is_active` reports a unit inactive while `run/inactive-UNIT` exists.
 fn robot_with_checks(health: &str) -> Robot {
     let fixture = fixture();
     let robot = Robot::new(&fixture.keys);

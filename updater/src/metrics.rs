@@ -36,7 +36,7 @@ pub(crate) struct MetricsFile {
     textfile: Option<PathBuf>,
 }
 
-/// Where metrics go.
+/// Destinations of the metrics.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MetricsConfig {
     /// Port of the HTTP server on 127.0.0.1; `None` for no server.

@@ -1,5 +1,5 @@
 //! Forwards a command to a running daemon over the control socket, and
-//! prints the answer as the command prints its local result.
+//! prints the daemon's result as the command prints its local result.
 
 use std::process::ExitCode;
 

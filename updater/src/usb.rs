@@ -1,7 +1,7 @@
-//! Installs from USB sticks: `tenderd usb` and the watcher of `tenderd run`
-//! look for `.tender` bundles in the configured mount points, install the
-//! newest eligible one with the same checks as any install, and write a
-//! result file next to each bundle for the technician.
+//! Installs from USB sticks. `tenderd usb` and the watcher of `tenderd run`
+//! look for `.tender` bundles in the configured mount points and install the
+//! newest eligible one with the same checks as any install. A result file
+//! next to each bundle tells the technician what happened.
 //!
 //! A bundle is used only once its size and mtime stayed the same for
 //! `usb.settle`, so a copy in progress is left alone; a bundle cut short
@@ -26,7 +26,7 @@ pub const RESULT_SUFFIX: &str = ".result.txt";
 const MAX_SETTLE_ROUNDS: u32 = 30;
 
 /// The `[usb]` section as written.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct UsbFile {
     /// Mount point patterns; `*` and `?` match within one path component.
@@ -37,13 +37,7 @@ pub(crate) struct UsbFile {
     scan_interval: Option<Duration>,
 }
 
-impl Default for UsbFile {
-    fn default() -> Self {
-        Self { mounts: Vec::new(), settle: None, scan_interval: None }
-    }
-}
-
-/// Where USB sticks appear and how they are watched.
+/// Mount points of USB sticks and the timing of the watcher.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsbConfig {
     /// Mount point patterns below the root prefix; empty turns USB installs off.
@@ -176,7 +170,7 @@ fn already_handled(bundle: &BundleFile) -> bool {
         && field("outcome:").is_some_and(|o| o != "installing")
 }
 
-/// What happened to one bundle.
+/// Outcome of one bundle.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BundleResult {
     pub bundle: PathBuf,
@@ -207,8 +201,8 @@ fn write_result(bundle: &BundleFile, result: &BundleResult, config: &Config) {
         result.detail.replace('\n', " "),
     );
     let path = result_path(&bundle.path);
-    // The stick is not the robot's state, so a plain write is enough; a
-    // sync makes the file survive the technician pulling the stick soon after.
+    // The stick is not the robot's state, so a plain write is enough. The
+    // sync lets the file survive the technician pulling the stick soon after.
     let written = std::fs::write(&path, text).and_then(|()| std::fs::File::open(&path)?.sync_all());
     match written {
         Ok(()) => tracing::info!(result = %path.display(), outcome = %result.outcome, "USB result file written"),
@@ -220,7 +214,7 @@ fn write_result(bundle: &BundleFile, result: &BundleResult, config: &Config) {
     }
 }
 
-/// Why a verified bundle is not installed, or `None` when it may be.
+/// Returns why a verified bundle may not be installed, or `None` when it may.
 fn ineligible(config: &Config, state: &State, release: &VerifiedRelease) -> Option<String> {
     let manifest = release.manifest();
     if manifest.compatible != config.compatible {
@@ -348,8 +342,8 @@ pub struct Watcher {
 
 impl Watcher {
     /// Scans once and installs from bundles that have settled. Returns the
-    /// results, empty when nothing was ready. `Locked` means a daemon cycle
-    /// holds the state; the bundles stay pending for the next scan.
+    /// results, empty when nothing was ready. `Locked` means that a daemon
+    /// cycle has the state lock, and the bundles stay pending for the next scan.
     pub fn scan(&mut self, config: &Config) -> Result<Vec<BundleResult>, UpdateError> {
         let now = Instant::now();
         let present = find_bundles(&config.usb);

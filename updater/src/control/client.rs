@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use super::{ControlError, EventLine, Request, Response};
 use crate::config::Config;
 
-/// Longest response line a client reads: the history is the largest answer.
+/// Maximum response line a client reads; the history is the largest response.
 const MAX_RESPONSE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// A connection to a running daemon.
@@ -19,7 +19,7 @@ pub struct Client {
 }
 
 /// Connects to the daemon's control socket. Returns `None` when no daemon
-/// serves it (no socket file, or nobody listening), so the caller works on
+/// serves it (no socket file, or no process listening), so the caller works on
 /// the state directly, and an error when the socket exists but this user
 /// may not use it.
 pub fn connect(config: &Config) -> Result<Option<Client>, ControlError> {

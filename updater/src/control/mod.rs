@@ -35,7 +35,7 @@ pub use server::{start, ControlServer};
 
 /// Default socket path on the robot.
 pub const DEFAULT_SOCKET: &str = "/run/tender/tenderd.sock";
-/// Longest request line the server reads.
+/// Maximum request line the server reads.
 pub const MAX_REQUEST_BYTES: u64 = 64 * 1024;
 
 /// The `[control]` section as written.
@@ -82,7 +82,7 @@ pub enum Request {
     Status,
     History,
     Deploy {
-        /// A bundle path, repository directory or http(s):// URL, as the daemon sees it.
+        /// A bundle path, repository directory or http(s):// URL, valid for the daemon's process.
         source: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         version: Option<semver::Version>,

@@ -17,7 +17,7 @@ use crate::state::State;
 use crate::status::Status;
 use crate::updater::{InstallOptions, UpdateError, Updater};
 
-/// Connections served at once; more are answered with an error and closed.
+/// Maximum connections served at once; more get an error response and are closed.
 const MAX_CLIENTS: usize = 32;
 /// How often a subscriber's connection looks for new history events.
 const EVENT_POLL: Duration = Duration::from_millis(200);
@@ -56,7 +56,7 @@ pub fn start(config: &Config) -> Result<ControlServer, ControlError> {
         if UnixStream::connect(&path).is_ok() {
             return Err(ControlError::InUse { path });
         }
-        // A socket left by a daemon that died; nobody listens on it.
+        // A socket left by a daemon that died, because no process listens on it.
         std::fs::remove_file(&path).map_err(io("remove the stale", &path))?;
     }
     let listener = UnixListener::bind(&path).map_err(io("bind", &path))?;

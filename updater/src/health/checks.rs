@@ -16,7 +16,8 @@ pub struct CheckFailure {
 }
 
 /// Runs `check` once. `prefix` replaces `{prefix}` in command arguments, and
-/// `is_active` (with `{unit}`) asks the service manager about a unit.
+/// `is_active` (with `{unit}`) is the service manager's command that exits 0
+/// for an active unit.
 pub fn run(check: &Check, prefix: &str, is_active: &[String]) -> Result<(), CheckFailure> {
     let started = Instant::now();
     let result = match check {

@@ -61,7 +61,7 @@ enum CheckFile {
     },
 }
 
-/// What a path check requires to exist.
+/// Kind of file system object a path check requires.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PathKind {
@@ -81,8 +81,8 @@ pub enum Check {
     Command { name: String, argv: Vec<String>, timeout: Duration },
     /// A unit that the configured `services.is_active` command reports active.
     SystemdUnit { unit: String },
-    /// An http:// URL whose GET must answer 2xx within `timeout`; redirects
-    /// are not followed.
+    /// An http:// URL whose GET must return a 2xx status within `timeout`.
+    /// Redirects are not followed.
     Http { url: String, timeout: Duration },
     /// A path that must exist with the given kind.
     Path { path: PathBuf, kind: PathKind },

@@ -1,5 +1,5 @@
-"""What the ROS 2 node publishes and answers, without ROS: tests run it
-against a real tenderd socket."""
+"""Topic payloads and service results of the ROS 2 node, without ROS, so
+that tests run them against a real tenderd socket."""
 
 import json
 
@@ -7,7 +7,7 @@ from ecar_deployment.client import DeploymentClient, DeploymentError
 
 
 class DeploymentBridge:
-    """Turns control socket answers into topic payloads and Trigger results."""
+    """Turns control socket results into topic payloads and Trigger results."""
 
     def __init__(self, client, deploy_source=""):
         self.client = client

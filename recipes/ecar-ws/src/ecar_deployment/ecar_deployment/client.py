@@ -1,7 +1,7 @@
 """Client of tenderd's control socket: newline-delimited JSON over a Unix socket.
 
 Run it as ``python3 -m ecar_deployment.client --socket PATH COMMAND`` to
-print the daemon's answer, or import ``DeploymentClient``.
+print the daemon's response, or import ``DeploymentClient``.
 """
 
 import argparse
@@ -10,7 +10,7 @@ import socket
 import sys
 
 DEFAULT_SOCKET = "/run/tender/tenderd.sock"
-# Longest response line read; tenderd's history is the largest answer.
+# Maximum response line read; tenderd's history is the largest response.
 MAX_LINE_BYTES = 16 * 1024 * 1024
 
 
