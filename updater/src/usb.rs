@@ -1,7 +1,7 @@
 //! Installs from USB sticks. `tenderd usb` and the watcher of `tenderd run`
 //! look for `.tender` bundles in the configured mount points and install the
 //! newest eligible one with the same checks as any install. A result file
-//! next to each bundle tells the technician what happened.
+//! next to each bundle records the outcome for the technician.
 //!
 //! A bundle is used only once its size and mtime stayed the same for
 //! `usb.settle`, so a copy in progress is left alone; a bundle cut short
