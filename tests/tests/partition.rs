@@ -272,10 +272,13 @@ fn grub_trial_commit_revert_and_fallback() {
     check_flow(Loader::Grub);
 }
 
+/// A case name, what breaks the robot, and the expected message.
+type BrokenRobot = (&'static str, fn(&Robot), &'static str);
+
 #[test]
 fn bad_slot_devices_fail_before_anything_changes() {
     let images = images();
-    let cases: [(&str, fn(&Robot), &str); 3] = [
+    let cases: [BrokenRobot; 3] = [
         ("missing device", |robot| fs::remove_file(robot.path("dev/slot-b.img")).expect("remove"), "is missing"),
         ("small device", |robot| fs::write(robot.path("dev/slot-b.img"), vec![0u8; 4096]).expect("shrink"), "holds 4096 bytes"),
         ("invalid environment", |robot| {

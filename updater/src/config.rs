@@ -44,6 +44,14 @@ struct ConfigFile {
     registry: RegistryFile,
     #[serde(default)]
     boot: Option<crate::boot::BootFile>,
+    #[serde(default)]
+    health: crate::health::HealthFile,
+    #[serde(default)]
+    control: crate::control::ControlFile,
+    #[serde(default)]
+    metrics: crate::metrics::MetricsFile,
+    #[serde(default)]
+    usb: crate::usb::UsbFile,
 }
 
 /// `[registry]`: credentials for an `oci://` source. Without any field the
@@ -270,6 +278,21 @@ mod humantime_serde_compat {
     }
 }
 
+/// Parses optional durations such as `"30s"` with humantime; a missing
+/// field is `None`.
+pub(crate) mod duration_text {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        humantime::parse_duration(&text)
+            .map(Some)
+            .map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?} ({e}); write it like \"30s\" or \"5m\"")))
+    }
+}
+
 /// The configuration with every path resolved below the root prefix.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -297,6 +320,13 @@ pub struct Config {
     pub registry: RegistryConfig,
     /// Partition slots and their boot loader; `None` for directory slots.
     pub partition: Option<crate::boot::PartitionSetup>,
+    /// Checks of a release on trial, added to the release's own.
+    pub health: crate::health::HealthConfig,
+    /// The local control socket.
+    pub control: crate::control::ControlConfig,
+    pub metrics: crate::metrics::MetricsConfig,
+    /// Bundles on USB sticks.
+    pub usb: crate::usb::UsbConfig,
 }
 
 /// Joins an absolute path below `root`; `/opt/ecar` under `/tmp/r` is
@@ -349,6 +379,10 @@ impl Config {
             ),
             other => return Err(invalid(format!("slots.kind {other:?} is unknown; use \"directory\" or \"partition\""))),
         };
+        let health = file.health.resolve(root).map_err(&invalid)?;
+        let control = file.control.resolve(root).map_err(&invalid)?;
+        let metrics = file.metrics.resolve(root).map_err(&invalid)?;
+        let usb = file.usb.resolve(root).map_err(&invalid)?;
         let state_dir = under_root(root, &file.state.dir);
         let backup_dir = match &file.backup.dir {
             Some(dir) => under_root(root, dir),
@@ -396,6 +430,10 @@ impl Config {
                 insecure: file.registry.insecure,
             },
             partition,
+            health,
+            control,
+            metrics,
+            usb,
         })
     }
 }

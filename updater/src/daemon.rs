@@ -111,6 +111,7 @@ fn try_cycle(updater: &Updater) -> Result<CycleOutcome, UpdateError> {
         return Ok(CycleOutcome::Failed("daemon.source is not set in the configuration".to_owned()));
     };
     let (mut source, release) = updater.verified_release(source_text, None)?;
+    crate::metrics::checked(&config.state_dir);
     let manifest = release.manifest();
     let newer = state.committed_release().is_none_or(|installed| manifest.version > installed.version);
     if !newer || state.is_rejected(&release.digest()).is_some() {
@@ -164,11 +165,48 @@ fn jitter(ceiling: Duration) -> Duration {
     Duration::from_nanos(random % (ceiling.as_nanos().max(1) as u64))
 }
 
+/// Errors that stop the daemon before its first cycle.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Control(#[from] crate::control::ControlError),
+    #[error("cannot serve metrics on 127.0.0.1:{port}: {source}; set another metrics.port")]
+    MetricsPort { port: u16, source: std::io::Error },
+    #[error("cannot start the {what} thread: {source}")]
+    Thread { what: &'static str, source: std::io::Error },
+}
+
+/// Starts what runs beside the cycles: the control socket, the metrics
+/// server and the USB watcher. The returned server removes its socket when
+/// dropped.
+fn start_services(config: &Config, max_cycles: Option<u64>) -> Result<Option<crate::control::ControlServer>, DaemonError> {
+    let control = if config.control.enabled { Some(crate::control::start(config)?) } else { None };
+    if let Some(port) = config.metrics.port {
+        let listener = crate::metrics::bind(port).map_err(|source| DaemonError::MetricsPort { port, source })?;
+        tracing::info!(port, "serving metrics on 127.0.0.1");
+        let config = config.clone();
+        std::thread::Builder::new()
+            .name("metrics".to_owned())
+            .spawn(move || crate::metrics::serve(listener, config))
+            .map_err(|source| DaemonError::Thread { what: "metrics", source })?;
+    }
+    // `--once` looks at the repository only; `tenderd usb --once` scans sticks.
+    if !config.usb.mounts.is_empty() && max_cycles.is_none() {
+        let config = config.clone();
+        std::thread::Builder::new()
+            .name("usb".to_owned())
+            .spawn(move || crate::usb::watch(&config))
+            .map_err(|source| DaemonError::Thread { what: "USB watcher", source })?;
+    }
+    Ok(control)
+}
+
 /// Runs cycles until `max_cycles` (or forever), sleeping in between. The
 /// state lock is taken for each cycle only, so `tenderd hold` and the other
 /// commands work while the daemon sleeps.
-pub fn run(config: &Config, max_cycles: Option<u64>) {
+pub fn run(config: &Config, max_cycles: Option<u64>) -> Result<(), DaemonError> {
     let daemon = &config.daemon;
+    let _control = start_services(config, max_cycles)?;
     notify_systemd("READY=1");
     tracing::info!(source = ?daemon.source, interval = ?daemon.poll_interval, switch = ?daemon.switch, "tenderd started");
     let mut cycles = 0u64;
@@ -181,6 +219,7 @@ pub fn run(config: &Config, max_cycles: Option<u64>) {
             }
         };
         tracing::info!(?outcome, "update cycle finished");
+        crate::metrics::write_textfile(config);
         notify_systemd(&format!("STATUS={outcome:?}"));
         cycles += 1;
         if max_cycles.is_some_and(|max| cycles >= max) {
@@ -190,6 +229,7 @@ pub fn run(config: &Config, max_cycles: Option<u64>) {
         sleep_with_watchdog(pause);
     }
     tracing::info!(cycles, "tenderd stopped");
+    Ok(())
 }
 
 fn sleep_with_watchdog(total: Duration) {

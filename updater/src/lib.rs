@@ -1,6 +1,7 @@
 //! The robot side of Tender: the release format a robot accepts, release
 //! sources, A/B directory slots, the persistent install state machine,
-//! health checks, and the `tenderd` command.
+//! health checks, USB installs, the control socket, metrics, and the
+//! `tenderd` command.
 
 pub mod format;
 pub mod source;
@@ -9,9 +10,12 @@ pub mod backup;
 pub mod boot;
 pub mod command;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod delta;
 pub mod fsutil;
+pub mod health;
+pub mod metrics;
 pub mod online;
 pub mod plan;
 pub mod registry;
@@ -21,6 +25,7 @@ pub mod state;
 pub mod status;
 pub mod tuf;
 pub mod updater;
+pub mod usb;
 
 /// Formats an error and its causes as one line. A cause whose text the
 /// message already contains is left out, because many errors repeat their

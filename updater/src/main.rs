@@ -1,14 +1,16 @@
 //! `tenderd`: installs verified releases into A/B slots on a robot.
 
+mod remote;
 mod tuf_client_command;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use std::io::Write as _;
+
 use clap::{Parser, Subcommand};
 use tender_updater::config::{Config, DEFAULT_CONFIG_PATH};
-use tender_updater::slot::DirectorySlots;
 use tender_updater::state::{Phase, State};
 use tender_updater::status::{event_line, Status};
 use tender_updater::updater::{InstallOptions, Updater};
@@ -24,6 +26,8 @@ macro_rules! out {
 
 /// Exit code of an install whose release failed its trial and was reverted.
 const EXIT_REVERTED: u8 = 2;
+/// Exit code of `tenderd usb` when a bundle was rejected or failed to install.
+const EXIT_USB_FAILED: u8 = 1;
 
 #[derive(Debug, Parser)]
 #[command(name = "tenderd", version, about = "Install signed Tender releases into A/B slots and keep the robot bootable")]
@@ -94,6 +98,27 @@ enum Command {
     Resume,
     /// Run the TUF client alone: store a trusted root, refresh metadata, download a target.
     TufClient(tuf_client_command::TufClientArgs),
+    /// Install the newest eligible bundle from the USB mount points in `[usb]`, and write a result file next to each bundle.
+    Usb {
+        /// Scan once, waiting for copies in progress to settle, then exit.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Print the deployment metrics in the Prometheus text format.
+    Metrics {
+        /// Write them to metrics.textfile instead, for node_exporter.
+        #[arg(long)]
+        textfile: bool,
+    },
+    /// Print the running daemon's state events as JSON lines.
+    Events {
+        /// Past events printed first, oldest first.
+        #[arg(long, default_value_t = 0)]
+        replay: usize,
+        /// Exit after this many events.
+        #[arg(long)]
+        count: Option<usize>,
+    },
 }
 
 fn config_path(cli: &Cli) -> PathBuf {
@@ -110,14 +135,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let config = Config::load(&config_path(&cli), &cli.root)?;
+    if let Some(code) = remote::forward(&config, &cli.command)? {
+        return Ok(code);
+    }
     match cli.command {
         Command::Status { json } => {
             let state = State::load(&config.state_dir)?;
-            let boot = match &config.partition {
-                Some(partition) => Some(partition.boot.selection()?.into()),
-                None => None,
-            };
-            let status = Status::new(&state, &DirectorySlots::new(&config.slots_base)).with_boot(boot);
+            let status = Status::of_robot(&state, &config);
             if json {
                 out!("{}", serde_json::to_string_pretty(&status)?);
             } else {
@@ -177,7 +201,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             out!("{}", Status::new(&state, updater.slots()).to_text());
         }
         Command::Run { once } => {
-            tender_updater::daemon::run(&config, once.then_some(1));
+            tender_updater::daemon::run(&config, once.then_some(1))?;
         }
         Command::Apply => {
             let report = Updater::open(config)?.apply()?;
@@ -207,6 +231,59 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Resume => {
             Updater::open(config)?.set_hold(false)?;
             out!("resumed");
+        }
+        Command::Usb { once } => {
+            if config.usb.mounts.is_empty() {
+                anyhow::bail!("usb.mounts is empty in the configuration; add mount points such as [\"/media/*\"]");
+            }
+            if !once {
+                tender_updater::usb::watch(&config);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let results = tender_updater::usb::scan_once(&config)?;
+            if results.is_empty() {
+                out!("no new bundle on the USB mount points");
+            }
+            let mut code = ExitCode::SUCCESS;
+            for result in &results {
+                out!("{}: {} {} ({})", result.bundle.display(), result.outcome, result.release.as_deref().unwrap_or("-"), result.detail);
+                match result.outcome.as_str() {
+                    "rejected" | "failed" => code = ExitCode::from(EXIT_USB_FAILED),
+                    "reverted" if code == ExitCode::SUCCESS => code = ExitCode::from(EXIT_REVERTED),
+                    _ => {}
+                }
+            }
+            return Ok(code);
+        }
+        Command::Metrics { textfile } => {
+            if textfile {
+                let Some(path) = &config.metrics.textfile else {
+                    anyhow::bail!("metrics.textfile is not set in the configuration");
+                };
+                tender_updater::metrics::write_textfile(&config);
+                out!("wrote {}", path.display());
+            } else {
+                out!("{}", tender_updater::metrics::render_for(&config)?.trim_end());
+            }
+        }
+        Command::Events { replay, count } => {
+            let Some(mut connection) = tender_updater::control::client::connect(&config)? else {
+                anyhow::bail!("no tenderd serves {}; start `tenderd run` first", config.control.socket.display());
+            };
+            let mut printed = 0usize;
+            let mut failure = None;
+            connection.events(replay, |event| {
+                let line = serde_json::to_string(&event).unwrap_or_default();
+                if let Err(error) = writeln!(std::io::stdout().lock(), "{line}") {
+                    failure = Some(error);
+                    return false;
+                }
+                printed += 1;
+                count.is_none_or(|count| printed < count)
+            })?;
+            if let Some(error) = failure {
+                return Err(error.into());
+            }
         }
         Command::TufClient(_) => unreachable!("handled before the configuration is loaded"),
     }

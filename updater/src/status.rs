@@ -1,13 +1,13 @@
 //! The deployment status and history, as `tenderd status` and
 //! `tenderd history` print them.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::slot::DirectorySlots;
 use crate::state::{Event, Phase, Slot, SlotRelease, State};
 
 /// The fields of `tenderd status --json`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Status {
     pub state: Phase,
     /// Version of the release in the active slot.
@@ -24,12 +24,12 @@ pub struct Status {
     pub slot_b: Option<SlotRelease>,
     pub last_error: Option<String>,
     /// Partition slots: what the boot loader's environment says.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot: Option<BootStatus>,
 }
 
 /// The boot selection of partition slots.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct BootStatus {
     /// The slot the boot loader starts.
     pub slot: Option<Slot>,
@@ -70,6 +70,19 @@ impl Status {
             last_error: state.last_error.clone(),
             boot: None,
         }
+    }
+
+    /// Returns the status of a robot, with the boot selection of partition
+    /// slots; an unreadable boot environment is logged and left out.
+    pub fn of_robot(state: &State, config: &crate::config::Config) -> Self {
+        let boot = config.partition.as_ref().and_then(|partition| match partition.boot.selection() {
+            Ok(selection) => Some(selection.into()),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the boot environment");
+                None
+            }
+        });
+        Self::new(state, &DirectorySlots::new(&config.slots_base)).with_boot(boot)
     }
 
     /// Adds the boot selection of partition slots.

@@ -283,6 +283,20 @@ impl Updater {
         source_text: &str,
         version: Option<&semver::Version>,
     ) -> Result<(Box<dyn ReleaseSource>, VerifiedRelease), UpdateError> {
+        let verified = self.verify_source(source_text, version);
+        if let Err(error) = &verified {
+            if crate::metrics::is_verification_failure(error) {
+                crate::metrics::update(&self.config.state_dir, |c| c.verification_failures += 1);
+            }
+        }
+        verified
+    }
+
+    fn verify_source(
+        &self,
+        source_text: &str,
+        version: Option<&semver::Version>,
+    ) -> Result<(Box<dyn ReleaseSource>, VerifiedRelease), UpdateError> {
         if Path::new(source_text).is_file() {
             let mut source = open_source_with_cache(source_text, Some(&self.cache_dir()), self.config.download.clone())?;
             let release = crate::online::verify_bundle_release(&self.config, source.as_mut())?;
@@ -368,6 +382,7 @@ impl Updater {
         state.last_error = None;
         state.record("staging", Some(target), Some(record.clone()), source.describe());
         self.save(&state)?;
+        crate::metrics::staging_started(&self.config.state_dir);
 
         let staged = match (prepared, &self.config.partition) {
             (Some(prepared), _) => prepared
@@ -381,6 +396,7 @@ impl Updater {
             Ok(stats) => stats,
             Err(error) => return Err(self.fail_install(&mut state, target, &record, error)),
         };
+        crate::metrics::staged(&self.config.state_dir, &stats, manifest, active_manifest.as_ref());
         let manifest_copy = manifest_copy_path(&self.config.state_dir, target);
         let manifest_bytes = tender_keys::to_canonical_json(manifest).map_err(|e| StateError::Corrupt {
             path: manifest_copy.clone(),
@@ -549,16 +565,19 @@ impl Updater {
         if let Err(reason) = self.restart_services(services) {
             return self.revert(state, &reason);
         }
-        let prefix = self.runtime_path();
-        let argv = command::expand(&health.command, &[("prefix", &prefix)]);
-        let timeout = Duration::from_millis(health.timeout_ms);
-        let limit = health.failures_to_revert.max(1);
+        let checks = crate::health::TrialChecks::new(&self.config, health, self.runtime_path());
+        if !checks.grace_period().is_zero() {
+            tracing::info!(grace_period = %humantime::format_duration(checks.grace_period()), "waiting before the first health check");
+            std::thread::sleep(checks.grace_period());
+        }
+        let limit = checks.failures_to_revert();
         loop {
-            let outcome = command::run(&argv, None, timeout);
-            if outcome.is_success() {
+            let outcome = checks.run_round();
+            if outcome.is_ok() {
                 if let Some(partition) = &self.config.partition {
                     partition.boot.mark_good(active)?;
                 }
+                crate::metrics::trial_finished(&self.config.state_dir);
                 state.phase = Phase::Committed;
                 state.committed = Some(active);
                 state.target = None;
@@ -567,23 +586,16 @@ impl Updater {
                 self.save(state)?;
                 return Ok(TrialResult::Committed);
             }
+            let failure = outcome.err().map(|f| f.to_string()).unwrap_or_default();
             state.health_failures += 1;
-            tracing::warn!(
-                failures = state.health_failures,
-                limit,
-                outcome = %outcome.describe(),
-                "health check failed"
-            );
+            crate::metrics::update(&self.config.state_dir, |c| c.health_check_failures += 1);
+            tracing::warn!(failures = state.health_failures, limit, %failure, "health check failed");
             self.save(state)?;
             if state.health_failures >= limit {
-                let reason = format!(
-                    "health check failed {} times in a row, last: {}",
-                    state.health_failures,
-                    outcome.describe()
-                );
+                let reason = format!("health check failed {} times in a row, last: {failure}", state.health_failures);
                 return self.revert(state, &reason);
             }
-            std::thread::sleep(Duration::from_millis(health.interval_ms));
+            std::thread::sleep(checks.interval());
         }
     }
 
@@ -628,6 +640,8 @@ impl Updater {
         state.last_error = Some(reason.to_owned());
         state.record("reverted", failed_slot, failed, reason);
         self.save(state)?;
+        crate::metrics::update(&self.config.state_dir, |c| c.reverts += 1);
+        crate::metrics::trial_finished(&self.config.state_dir);
         Ok(TrialResult::Reverted(reason.to_owned()))
     }
 

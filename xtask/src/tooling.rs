@@ -1,6 +1,7 @@
 //! The build tools of a release: a Python virtual environment with colcon,
 //! CMake, Ninja and setuptools from PyPI, at pinned versions, plus
-//! python-tuf for the interoperability tests.
+//! python-tuf for the interoperability tests and prometheus_client for the
+//! metrics tests.
 //!
 //! The environment is created once. A marker file inside it records the
 //! requirement list it was installed with, so a later run skips pip when the
@@ -27,6 +28,8 @@ pub const REQUIREMENTS: &[&str] = &[
     // The reference TUF implementation, for the interoperability tests.
     "tuf==7.0.1",
     "securesystemslib[crypto]==1.6.0",
+    // The Prometheus text parser that checks `tenderd metrics` output.
+    "prometheus_client==0.26.0",
 ];
 
 /// Name of the marker file inside the virtual environment.

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod forge;
+pub mod ops;
 pub mod robot;
 pub mod tuf_repo;
 

@@ -128,6 +128,9 @@ fn role_keys(root: &Root, role: Role) -> Option<(BTreeSet<String>, u32)> {
     })
 }
 
+/// A stored trusted file: its bytes and what they verified to.
+type StoredTrusted<T> = (Vec<u8>, Verified<T>);
+
 /// Loads and verifies a stored trusted file. A stored file that no longer
 /// verifies, for example after a key rotation, is ignored with a warning.
 fn load_trusted<T>(
@@ -135,7 +138,7 @@ fn load_trusted<T>(
     role: &str,
     max_len: u64,
     verify: impl Fn(&[u8]) -> Result<Verified<T>, tender_keys::Error>,
-) -> Result<Option<(Vec<u8>, Verified<T>)>, TufError> {
+) -> Result<Option<StoredTrusted<T>>, TufError> {
     let Some(bytes) = session.store.load(role, max_len)? else { return Ok(None) };
     match verify(&bytes) {
         Ok(verified) => Ok(Some((bytes, verified))),
