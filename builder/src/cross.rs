@@ -23,7 +23,7 @@ pub struct CrossSettings {
     pub toolchains: BTreeMap<String, PathBuf>,
 }
 
-/// What a release is built for.
+/// The architecture and toolchain of a release build.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuildTarget {
     pub architecture: String,
@@ -32,7 +32,7 @@ pub struct BuildTarget {
 }
 
 impl BuildTarget {
-    /// The build host's architecture, built natively.
+    /// Returns the build host's architecture, built natively.
     pub fn host() -> Self {
         Self { architecture: std::env::consts::ARCH.to_owned(), toolchain: None }
     }

@@ -63,12 +63,12 @@ pub enum FsImageError {
     RuntimePath(String),
 }
 
-/// What to pack.
+/// Inputs of an image.
 #[derive(Debug, Clone)]
 pub struct FsImageRequest {
     pub release: Release,
     pub kind: FsKind,
-    /// Where the release's files go in the image, such as `/opt/ecar/current`.
+    /// Path of the release's files in the image, such as `/opt/ecar/current`.
     pub runtime_path: String,
     /// A root filesystem tarball extracted below the release.
     pub base: Option<PathBuf>,

@@ -90,7 +90,7 @@ impl BootEnv {
     }
 }
 
-/// What the environment says about the slots.
+/// The slot selection read from the environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootSelection {
     /// The slot the boot loader starts.

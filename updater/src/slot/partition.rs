@@ -124,15 +124,12 @@ impl PartitionSlots {
 
         // Where each chunk of the active image is, to read it locally.
         let mut local: HashMap<Sha256Digest, u64> = HashMap::new();
-        if let Some((slot, old)) = active {
-            if let Ok((_, _, old_chunks)) = self.image_of(old) {
-                let mut offset = 0;
-                for chunk in old_chunks {
-                    local.entry(chunk.digest).or_insert(offset);
-                    offset += chunk.size;
-                }
+        if let Some(Ok((_, _, old_chunks))) = active.map(|(_, old)| self.image_of(old)) {
+            let mut offset = 0;
+            for chunk in old_chunks {
+                local.entry(chunk.digest).or_insert(offset);
+                offset += chunk.size;
             }
-            let _ = slot;
         }
         let mut active_device = active.and_then(|(slot, _)| File::open(self.device(slot)).ok());
 

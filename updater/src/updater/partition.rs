@@ -21,8 +21,8 @@ use crate::source::ReleaseSource;
 use crate::state::{Phase, Slot, SlotRelease, State};
 
 impl Updater {
-    /// The active slot: the state's, else the slot the boot loader selects on
-    /// a robot that Tender has not installed yet.
+    /// Returns the active slot: the state's, else the slot the boot loader
+    /// selects on a robot that Tender has not installed yet.
     pub(super) fn active_slot(&self, state: &State) -> Result<Option<Slot>, UpdateError> {
         match (&self.config.partition, state.active) {
             (Some(partition), None) => Ok(partition.boot.selection()?.slot),
