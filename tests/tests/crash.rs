@@ -281,3 +281,96 @@ fn renames_are_synced_before_and_after() {
     eprintln!("fsync discipline: {checked} renames into the state directory and the slots checked");
     assert!(checked >= 10, "only {checked} renames were traced");
 }
+
+/// Kills of image installs into partition slots.
+const PARTITION_KILLS: u32 = 60;
+
+/// After a restart of a partition robot: the environment reads with
+/// `fw_printenv`, and either the boot loader selects the committed slot and
+/// that device holds its verified image, or the new slot is on trial with a
+/// boot limit.
+fn check_partition_robot(robot: &Robot, loader: &common::partition::Loader, images: &common::partition::Images) -> Result<String, String> {
+    let vars = loader.read(robot);
+    let state: serde_json::Value = serde_json::from_slice(&fs::read(robot.path("var/lib/tender/state.json")).map_err(|e| e.to_string())?)
+        .map_err(|e| format!("state.json is corrupt: {e}"))?;
+    let phase = state["phase"].as_str().unwrap_or_default().to_owned();
+    let selected = vars.get("tender_slot").cloned().unwrap_or_default();
+    if vars.get("upgrade_available").map(String::as_str) == Some("1") {
+        if phase != "trial" || state["active"] != selected.as_str() || vars.get("bootlimit").is_none() {
+            return Err(format!("boot counting armed for slot {selected} but the state is {phase} on {}", state["active"]));
+        }
+        return Ok("trial".to_owned());
+    }
+    if state["committed"] != selected.as_str() {
+        return Err(format!("the boot loader selects slot {selected} but the committed slot is {}", state["committed"]));
+    }
+    let version = state[format!("slot_{selected}")]["version"].as_str().unwrap_or_default().to_owned();
+    let image = images.dir.path().join(format!("tree-{version}/rootfs.img"));
+    let expected = fs::read(&image).map_err(|e| format!("{}: {e}", image.display()))?;
+    let device = fs::read(robot.path(&format!("dev/slot-{selected}.img"))).map_err(|e| e.to_string())?;
+    if device[..expected.len()] != expected[..] {
+        return Err(format!("slot {selected} does not hold the image of {version}"));
+    }
+    Ok(format!("{version} {phase}"))
+}
+
+#[test]
+fn partition_kills_leave_a_bootable_robot() {
+    use common::partition::{images, partition_robot, Loader};
+    let images = images();
+    let loader = Loader::Uboot;
+    let bundle = |version: &str| images.bundles[version].display().to_string();
+
+    // A robot that committed 1.0.0 in slot b, copied for each kill.
+    let template = partition_robot(&loader);
+    expect_success(&template.tenderd(&["install", &bundle("1.0.0")]), "install 1.0.0");
+    loader.boot(&template);
+    expect_success(&template.tenderd(&["recover"]), "commit 1.0.0");
+    let calibration = tempfile::tempdir().expect("calibration");
+    let calibration_root = calibration.path().join("robot");
+    let copy = |to: &Path| {
+        let _ = fs::remove_dir_all(to);
+        let status = Command::new("cp").arg("-a").arg(template.root.path()).arg(to).status().expect("cp");
+        assert!(status.success(), "cannot copy the robot");
+    };
+    copy(&calibration_root);
+    let started = Instant::now();
+    assert!(install_and_kill(&calibration_root, &bundle("1.0.2"), Duration::from_secs(60)), "calibration install did not finish");
+    let full = started.elapsed();
+
+    let mut random = Random(SEED ^ 0x9a27);
+    let mut report: BTreeMap<String, u32> = BTreeMap::new();
+    for kill in 0..PARTITION_KILLS {
+        // A fresh robot directory with the template's files; the boot
+        // loader tool's configuration names devices by absolute path.
+        let robot = Robot::new(&fixture().keys);
+        let root = robot.root.path().to_owned();
+        let status = Command::new("cp").arg("-a").arg(format!("{}/.", template.root.path().display())).arg(&root).status().expect("cp");
+        assert!(status.success(), "cannot copy the robot");
+        let text = fs::read_to_string(root.join("boot/fw_env.config"))
+            .expect("fw_env.config")
+            .replace(&template.root.path().display().to_string(), &root.display().to_string());
+        fs::write(root.join("boot/fw_env.config"), text).expect("fw_env.config");
+        // The calibration run finished with warm caches, so the kill times
+        // cover the first 60 % of it to land inside the install.
+        let delay = full.mul_f64(0.6 * random.next_fraction());
+        let outcome = if install_and_kill(&root, &bundle("1.0.2"), delay) { "finished before the kill".to_owned() } else { format!("killed in {}", phase_of(&root)) };
+        *report.entry(outcome).or_default() += 1;
+        let recovered = run(tenderd(&root, &["recover"]).stdout(Stdio::piped()).stderr(Stdio::piped()));
+        assert!(recovered.status.success(), "partition kill {kill} after {delay:?}: recover failed: {}", common::stderr(&recovered));
+        let state = check_partition_robot(&robot, &loader, &images).unwrap_or_else(|problem| panic!("partition kill {kill} after {delay:?}: {problem}"));
+        // A later install succeeds: boot the trial, or install again.
+        if state != "trial" {
+            let again = run(tenderd(&root, &["install", &bundle("1.0.2")]).stdout(Stdio::piped()).stderr(Stdio::piped()));
+            assert!(again.status.success(), "partition kill {kill}: reinstall failed: {}", common::stderr(&again));
+        }
+        loader.boot(&robot);
+        expect_success(&robot.tenderd(&["recover"]), "recover after the boot");
+        let state = check_partition_robot(&robot, &loader, &images).unwrap_or_else(|problem| panic!("partition kill {kill} after the boot: {problem}"));
+        assert_eq!(state, "1.0.2 committed", "partition kill {kill}");
+    }
+    eprintln!("partition crash harness: {PARTITION_KILLS} installs, seed {:#x}", SEED ^ 0x9a27);
+    for (outcome, count) in &report {
+        eprintln!("  {count:4}  {outcome}");
+    }
+}

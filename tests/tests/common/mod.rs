@@ -6,6 +6,7 @@
 
 pub mod forge;
 pub mod ops;
+pub mod partition;
 pub mod robot;
 pub mod tuf_repo;
 
