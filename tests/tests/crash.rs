@@ -296,7 +296,7 @@ fn check_partition_robot(robot: &Robot, loader: &common::partition::Loader, imag
     let phase = state["phase"].as_str().unwrap_or_default().to_owned();
     let selected = vars.get("tender_slot").cloned().unwrap_or_default();
     if vars.get("upgrade_available").map(String::as_str) == Some("1") {
-        if phase != "trial" || state["active"] != selected.as_str() || vars.get("bootlimit").is_none() {
+        if phase != "trial" || state["active"] != selected.as_str() || !vars.contains_key("bootlimit") {
             return Err(format!("boot counting armed for slot {selected} but the state is {phase} on {}", state["active"]));
         }
         return Ok("trial".to_owned());
