@@ -1,49 +1,87 @@
-//! `cargo xtask bench`: measures Tender beside `tar | zstd` on the same trees
-//! in one run and writes `BENCHMARKS.md`.
+//! `cargo xtask bench`: measures Tender beside other tools on the same
+//! trees in one run and writes `BENCHMARKS.md`.
 //!
-//! Every timed command runs under a small Python wrapper that reports its
-//! wall time and the peak resident memory of its process tree
-//! (`RUSAGE_CHILDREN`), so both tools are measured the same way.
+//! Sections:
+//! - release and install of two trees, Tender against `tar | zstd`;
+//! - upgrades of the sample workspace, installed from bundles;
+//! - two tree pairs (a Debian root file system with a few more packages,
+//!   and the sample workspace with a one-line change): bytes a robot
+//!   downloads, apply time and peak memory for Tender, xdelta3,
+//!   `zstd --patch-from`, casync and a full `tar.zst`;
+//! - a full install over a link that drops every 1 MiB;
+//! - peak memory of `tenderd install` for a release of 1 GiB.
 
-use std::fmt::Write as _;
+mod corpus;
+mod delta;
+mod files;
+mod link;
+mod measure;
+mod memory;
+mod peers;
+mod release_install;
+mod render;
+mod robot;
+mod upgrades;
+
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 
-use crate::system::ensure_packages;
+use self::delta::{bench_tender_pair, PairInput};
+use self::files::copy_tree;
+use self::robot::{remove_if_present, Tools};
+use crate::system::{ensure_bench_packages, ensure_packages};
 use crate::tooling::ensure_venv;
 use crate::workspace::{cargo, root, run_checked, target_dir};
 
-/// Measure release and install against tar and zstd, and write BENCHMARKS.md.
+/// Measure Tender against other tools and write BENCHMARKS.md.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Runs of each measurement; the median is reported.
+    /// Runs of each timed measurement; the median is reported.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(3..=50))]
     runs: u32,
+    /// Measure only these sections (repeat or separate with commas) and
+    /// write target/bench/BENCHMARKS.md instead of the repository's page.
+    /// Default: every section.
+    #[arg(long = "only", value_enum, value_delimiter = ',')]
+    only: Vec<Section>,
 }
 
-/// zstd level of the sample recipe, used for both tools.
+/// A part of the benchmark that `--only` selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Section {
+    /// Release and install of two trees against tar and zstd.
+    ReleaseInstall,
+    /// Upgrades of the sample workspace from bundles.
+    Upgrades,
+    /// The Debian tree pair against the other tools.
+    Debian,
+    /// The sample workspace pair against the other tools.
+    Workspace,
+    /// A full install over a link that drops every 1 MiB.
+    Link,
+    /// Peak memory of installing a release of 1 GiB.
+    Memory,
+}
+
+/// zstd level of the release-and-install section, used for both tools.
 const ZSTD_LEVEL: u32 = 12;
+/// Time stamp of the release-and-install section, whose releases are only
+/// installed from bundles.
 const SOURCE_DATE_EPOCH: &str = "1767225600";
 
-/// Times a command given as arguments and prints `seconds max_rss_kib exit_code`.
-const MEASURE_PY: &str = r#"
-import resource, subprocess, sys, time
-start = time.perf_counter()
-code = subprocess.run(sys.argv[1:]).returncode
-elapsed = time.perf_counter() - start
-print(f"{elapsed:.6f} {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss} {code}")
-"#;
-
-/// Recipe for packaging a prebuilt tree with a health check that passes.
+/// Recipe for packaging a prebuilt tree, with a health check that passes.
+/// The excludes drop what no tool packages from a root file system: the
+/// device nodes under `dev/`, which Tender's scanner rejects and a robot
+/// gets from devtmpfs, and anything under the proc and sysfs mount points.
 const BENCH_RECIPE: &str = r#"name = "bench"
 compatible = "ecar-4wd4ws"
 prefix = "/opt/ecar"
 runtime_path = "/opt/ecar/current"
 services = []
-exclude = ["**/__pycache__"]
+exclude = ["**/__pycache__", "dev/**", "proc/**", "sys/**"]
 
 [colcon]
 workspace = "unused"
@@ -61,422 +99,176 @@ max_bytes = 262144
 zstd_level = 12
 "#;
 
-#[derive(Debug, Clone, Copy)]
-struct Sample {
-    seconds: f64,
-    max_rss_kib: u64,
+/// Results of the sections that ran; `None` for the others.
+#[derive(Default)]
+pub struct Report {
+    pub runs: u32,
+    pub trees: Option<Vec<release_install::TreeResult>>,
+    pub upgrades: Option<Vec<upgrades::UpgradeResult>>,
+    pub pairs: Vec<PairResult>,
+    pub link: Option<link::LinkResult>,
+    pub memory: Option<memory::MemoryResult>,
 }
 
-fn measure(argv: &[String]) -> anyhow::Result<Sample> {
-    let output = Command::new("python3")
-        .arg("-c")
-        .arg(MEASURE_PY)
-        .args(argv)
-        .stderr(std::process::Stdio::null())
-        .output()
-        .context("cannot run python3 to measure a command")?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    let line = text.lines().last().unwrap_or_default();
-    let fields: Vec<&str> = line.split_whitespace().collect();
-    let [seconds, rss, code] = fields[..] else {
-        bail!("cannot parse the measurement of {argv:?}: {text:?}");
-    };
-    if code != "0" {
-        bail!("{argv:?} exited with {code} while measured");
+/// One tree pair: its size, Tender's numbers and the other tools'.
+pub struct PairResult {
+    pub label: String,
+    pub old_size: (usize, u64),
+    pub new_size: (usize, u64),
+    pub tender: delta::TenderPair,
+    pub peers: Vec<peers::ToolResult>,
+}
+
+impl Args {
+    fn wants(&self, section: Section) -> bool {
+        self.only.is_empty() || self.only.contains(&section)
     }
-    Ok(Sample { seconds: seconds.parse()?, max_rss_kib: rss.parse()? })
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
-/// Medians of repeated samples.
-struct Summary {
-    seconds: f64,
-    max_rss_kib: f64,
-    all_seconds: Vec<f64>,
-}
-
-fn summarize(samples: &[Sample]) -> Summary {
-    let mut seconds: Vec<f64> = samples.iter().map(|s| s.seconds).collect();
-    let all_seconds = seconds.clone();
-    let mut rss: Vec<f64> = samples.iter().map(|s| s.max_rss_kib as f64).collect();
-    Summary { seconds: median(&mut seconds), max_rss_kib: median(&mut rss), all_seconds }
-}
-
-fn strings(items: &[&str]) -> Vec<String> {
-    items.iter().map(|s| s.to_string()).collect()
-}
-
-fn path_text(path: &Path) -> String {
-    path.display().to_string()
-}
-
-/// Results of one tree.
-struct TreeResult {
-    label: String,
-    files: usize,
-    bytes: u64,
-    tender_release: Summary,
-    tender_size: u64,
-    tar_release: Summary,
-    tar_size: u64,
-    tender_install: Summary,
-    tar_install: Summary,
-}
-
-struct Tools {
-    tender: PathBuf,
-    tenderd: PathBuf,
-    keys: PathBuf,
-    recipe: PathBuf,
-}
-
-fn tree_size(tree: &Path) -> (usize, u64) {
-    let mut files = 0;
-    let mut bytes = 0;
-    for entry in walk(tree) {
-        if let Ok(meta) = fs::symlink_metadata(&entry) {
-            if meta.is_file() {
-                files += 1;
-                bytes += meta.len();
-            }
-        }
-    }
-    (files, bytes)
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut pending = vec![dir.to_owned()];
-    while let Some(next) = pending.pop() {
-        let Ok(entries) = fs::read_dir(&next) else { continue };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                pending.push(path.clone());
-            }
-            found.push(path);
-        }
-    }
-    found
-}
-
-fn make_robot(robot: &Path, keys: &Path) -> anyhow::Result<()> {
-    fs::create_dir_all(robot.join("etc/tender"))?;
-    fs::copy(keys.join("root.json"), robot.join("etc/tender/root.json"))?;
-    fs::write(
-        robot.join("etc/tender/updater.toml"),
-        "compatible = \"ecar-4wd4ws\"\n[trust]\nroot = \"/etc/tender/root.json\"\n[services]\nrestart = [\"true\"]\nis_active = [\"true\"]\nactive_timeout = \"10s\"\n",
-    )?;
-    Ok(())
-}
-
-fn bench_tree(label: &str, tree: &Path, work: &Path, tools: &Tools, runs: u32) -> anyhow::Result<TreeResult> {
-    eprintln!("==> measuring {label} ({})", tree.display());
-    let (files, bytes) = tree_size(tree);
-    let mut tender_release = Vec::new();
-    let mut tar_release = Vec::new();
-    let mut tender_install = Vec::new();
-    let mut tar_install = Vec::new();
-    let mut tender_size = 0;
-    let mut tar_size = 0;
-    for run in 0..runs {
-        let out = work.join(format!("out-{run}"));
-        let archive = work.join(format!("tree-{run}.tar.zst"));
-        let _ = fs::remove_dir_all(&out);
-        let _ = fs::remove_file(&archive);
-        tender_release.push(measure(&[
-            vec![path_text(&tools.tender), "release".into(), "--recipe".into(), path_text(&tools.recipe)],
-            strings(&["--version", "1.0.0", "--source-date-epoch", SOURCE_DATE_EPOCH, "--out"]),
-            vec![path_text(&out), "--keys".into(), path_text(&tools.keys), "--tree".into(), path_text(tree)],
-        ]
-        .concat())?);
-        let bundle = out.join("bench-1.0.0.tender");
-        tender_size = fs::metadata(&bundle).with_context(|| format!("no bundle at {}", bundle.display()))?.len();
-
-        let pipeline = format!(
-            "tar --sort=name -C '{}' -cf - . | zstd -q -T0 -{ZSTD_LEVEL} -o '{}'",
-            tree.display(),
-            archive.display()
-        );
-        tar_release.push(measure(&strings(&["bash", "-c", &pipeline]))?);
-        tar_size = fs::metadata(&archive)?.len();
-
-        let robot = work.join(format!("robot-{run}"));
-        let _ = fs::remove_dir_all(&robot);
-        make_robot(&robot, &tools.keys)?;
-        tender_install.push(measure(&[
-            vec![path_text(&tools.tenderd), "--root".into(), path_text(&robot), "install".into(), path_text(&bundle)],
-        ]
-        .concat())?);
-
-        let extract = work.join(format!("extract-{run}"));
-        let _ = fs::remove_dir_all(&extract);
-        fs::create_dir_all(&extract)?;
-        let pipeline = format!("zstd -q -dc '{}' | tar -C '{}' -xf -", archive.display(), extract.display());
-        tar_install.push(measure(&strings(&["bash", "-c", &pipeline]))?);
-
-        let _ = fs::remove_dir_all(&robot);
-        let _ = fs::remove_dir_all(&extract);
-        let _ = fs::remove_dir_all(&out);
-        let _ = fs::remove_file(&archive);
-    }
-    Ok(TreeResult {
-        label: label.to_owned(),
-        files,
-        bytes,
-        tender_release: summarize(&tender_release),
-        tender_size,
-        tar_release: summarize(&tar_release),
-        tar_size,
-        tender_install: summarize(&tender_install),
-        tar_install: summarize(&tar_install),
-    })
-}
-
-/// Bytes an upgrade wrote and fetched, from `tenderd install --json`.
-struct UpgradeResult {
-    label: String,
-    report: serde_json::Value,
-    tree_bytes: u64,
-}
-
-fn install_json(tenderd: &Path, robot: &Path, bundle: &Path) -> anyhow::Result<serde_json::Value> {
-    let output = Command::new(tenderd)
-        .arg("--root")
-        .arg(robot)
-        .args(["install", "--json"])
-        .arg(bundle)
-        .env("RUST_LOG", "warn")
-        .output()?;
-    if !output.status.success() {
-        bail!("tenderd install {} failed: {}", bundle.display(), String::from_utf8_lossy(&output.stderr));
-    }
-    Ok(serde_json::from_slice(&output.stdout)?)
-}
-
-/// Releases the sample workspace three times with one-line changes and
-/// installs them in order on one robot.
-fn bench_upgrades(work: &Path, tools: &Tools, venv: &Path) -> anyhow::Result<Vec<UpgradeResult>> {
-    eprintln!("==> measuring upgrades of the sample workspace");
-    let source = work.join("src");
-    copy_tree(&root().join("recipes"), &source)?;
-    let dist = work.join("dist");
-    let version_file = source.join("ecar-ws/src/servo_controller/include/servo_controller/version.hpp");
-    let mut previous = "1.0.0".to_owned();
-    for version in ["1.0.0", "1.0.1", "1.0.2"] {
-        if version != "1.0.0" {
-            let text = fs::read_to_string(&version_file)?;
-            fs::write(&version_file, text.replace(&format!("\"{previous}\""), &format!("\"{version}\"")))?;
-        }
-        run_checked(
-            Command::new(&tools.tender)
-                .arg("release")
-                .arg("--recipe")
-                .arg(source.join("ecar-4wd4ws.toml"))
-                .args(["--version", version, "--source-date-epoch", SOURCE_DATE_EPOCH, "--out"])
-                .arg(&dist)
-                .arg("--keys")
-                .arg(&tools.keys)
-                .arg("--colcon-venv")
-                .arg(venv)
-                .stdout(std::process::Stdio::null()),
-        )?;
-        previous = version.to_owned();
-    }
-    let robot = work.join("robot-upgrades");
-    make_robot(&robot, &tools.keys)?;
-    let (_, tree_bytes) = tree_size(&dist.join("work/install"));
-    let labels = [
-        ("1.0.0", "1.0.0 on an empty robot"),
-        ("1.0.1", "1.0.1 over 1.0.0 (slot b empty)"),
-        ("1.0.2", "1.0.2 over 1.0.1 (slot a holds 1.0.0)"),
-    ];
-    let mut results = Vec::new();
-    for (version, label) in labels {
-        let bundle = dist.join(format!("ecar-4wd4ws-{version}.tender"));
-        let report = install_json(&tools.tenderd, &robot, &bundle)?;
-        results.push(UpgradeResult { label: label.to_owned(), report, tree_bytes });
-    }
-    Ok(results)
-}
-
-fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
-    let status = Command::new("cp").arg("-a").arg(from).arg(to).status()?;
-    if !status.success() {
-        bail!("cp -a {} {} failed", from.display(), to.display());
-    }
-    Ok(())
-}
-
-fn command_version(argv: &[&str]) -> String {
-    Command::new(argv[0])
-        .args(&argv[1..])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or_default().trim().to_owned())
-        .unwrap_or_default()
-}
-
-fn machine_description() -> String {
-    let cpu = fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|text| text.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
-        .unwrap_or_else(|| "unknown CPU".to_owned());
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
-    let memory = fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|text| text.lines().next().map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_owned()))
-        .and_then(|kib| kib.parse::<u64>().ok())
-        .map(|kib| format!("{:.0} GiB", kib as f64 / 1024.0 / 1024.0))
-        .unwrap_or_default();
-    let kernel = command_version(&["uname", "-r"]);
-    format!("{cpu}, {cores} cores, {memory} memory, Linux {kernel}")
-}
-
-fn mib(bytes: f64) -> String {
-    format!("{:.2} MiB", bytes / 1024.0 / 1024.0)
-}
-
-fn render(trees: &[TreeResult], upgrades: &[UpgradeResult], runs: u32) -> String {
-    let mut page = String::new();
-    let _ = writeln!(page, "# Benchmarks\n");
-    let _ = writeln!(
-        page,
-        "Written by `cargo xtask bench` on {}. Machine: {}. Tools: {}; {}. \
-         Each figure is the median of {runs} runs in this one run of the benchmark; \
-         memory is the peak resident set of the measured process tree. Both tools \
-         compress at zstd level {ZSTD_LEVEL}; `zstd -T0` uses every core, Tender's \
-         release compresses chunks on one thread. Timings come from one shared machine \
-         and vary between runs of the benchmark.\n",
-        humantime::format_rfc3339_seconds(std::time::SystemTime::now()),
-        machine_description(),
-        command_version(&["zstd", "--version"]),
-        command_version(&["tar", "--version"]),
-    );
-    let _ = writeln!(page, "## Release and install\n");
-    let _ = writeln!(
-        page,
-        "Release: `tender release --tree` (scan, chunk, compress, sign, write the repository and the bundle) \
-         against `tar --sort=name -cf - . | zstd -T0 -{ZSTD_LEVEL}`. Install: `tenderd install BUNDLE` on an \
-         empty robot (verify, stage, check every file, switch, a health check that runs `true`) against \
-         `zstd -dc | tar -xf -` into an empty directory. Tender also hashes every file after staging and \
-         syncs the file system before the switch; tar does neither.\n"
-    );
-    let _ = writeln!(page, "| tree | files | size | step | Tender | tar + zstd |");
-    let _ = writeln!(page, "| --- | ---: | ---: | --- | ---: | ---: |");
-    for tree in trees {
-        let size = mib(tree.bytes as f64);
-        let _ = writeln!(
-            page,
-            "| {} | {} | {size} | release time | {:.3} s | {:.3} s |",
-            tree.label, tree.files, tree.tender_release.seconds, tree.tar_release.seconds
-        );
-        let _ = writeln!(page, "| | | | output size | {} | {} |", mib(tree.tender_size as f64), mib(tree.tar_size as f64));
-        let _ = writeln!(
-            page,
-            "| | | | release peak memory | {} | {} |",
-            mib(tree.tender_release.max_rss_kib * 1024.0),
-            mib(tree.tar_release.max_rss_kib * 1024.0)
-        );
-        let _ = writeln!(
-            page,
-            "| | | | install time | {:.3} s | {:.3} s |",
-            tree.tender_install.seconds, tree.tar_install.seconds
-        );
-        let _ = writeln!(
-            page,
-            "| | | | install peak memory | {} | {} |",
-            mib(tree.tender_install.max_rss_kib * 1024.0),
-            mib(tree.tar_install.max_rss_kib * 1024.0)
-        );
-    }
-    let _ = writeln!(page, "\nAll samples, in seconds:\n");
-    for tree in trees {
-        for (step, summary) in [
-            ("Tender release", &tree.tender_release),
-            ("tar + zstd release", &tree.tar_release),
-            ("Tender install", &tree.tender_install),
-            ("tar + zstd extract", &tree.tar_install),
-        ] {
-            let samples: Vec<String> = summary.all_seconds.iter().map(|s| format!("{s:.3}")).collect();
-            let _ = writeln!(page, "- {} / {step}: {}", tree.label, samples.join(", "));
-        }
-    }
-    let _ = writeln!(page, "\n## Upgrades of the sample workspace\n");
-    let _ = writeln!(
-        page,
-        "Three releases of `recipes/ecar-ws`, each with a one-line change in `servo_controller`, installed in \
-         order on one robot from their bundles. Bytes written are file bytes written into the inactive slot \
-         (copied from the active slot or rebuilt from chunks); extracting a tar archive writes the whole tree \
-         every time.\n"
-    );
-    let _ = writeln!(page, "| install | files kept | copied | rebuilt | bytes written | chunks read from the bundle | tar extraction writes |");
-    let _ = writeln!(page, "| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
-    for upgrade in upgrades {
-        let stats = &upgrade.report["stats"];
-        let _ = writeln!(
-            page,
-            "| {} | {} | {} | {} | {} | {} ({} bytes) | {} |",
-            upgrade.label,
-            stats["files_kept"],
-            stats["files_copied"],
-            stats["files_rebuilt"],
-            stats["bytes_written"],
-            stats["chunks_fetched"],
-            stats["bytes_fetched"],
-            upgrade.tree_bytes,
-        );
-    }
-    let _ = writeln!(
-        page,
-        "\nThe first install into an empty slot copies every unchanged file from the active slot; once both \
-         slots hold a release, an upgrade writes only the files that changed."
-    );
-    page
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     ensure_packages()?;
-    let venv = ensure_venv()?;
+    ensure_bench_packages()?;
     run_checked(
         Command::new(cargo())
             .args(["build", "--release", "--quiet", "--package", "tender-builder", "--package", "tender-updater"])
             .current_dir(root()),
     )?;
     let work = target_dir().join("bench");
-    if work.exists() {
-        fs::remove_dir_all(&work).with_context(|| format!("cannot remove {}", work.display()))?;
-    }
-    fs::create_dir_all(&work)?;
+    remove_if_present(&work)?;
+    fs::create_dir_all(&work).with_context(|| format!("cannot create {}", work.display()))?;
     let tools = Tools {
         tender: target_dir().join("release/tender"),
         tenderd: target_dir().join("release/tenderd"),
         keys: work.join("keys"),
         recipe: work.join("bench.toml"),
     };
-    fs::write(&tools.recipe, BENCH_RECIPE)?;
+    fs::write(&tools.recipe, BENCH_RECIPE).with_context(|| format!("cannot write {}", tools.recipe.display()))?;
     run_checked(Command::new(&tools.tender).args(["keys", "generate", "--out"]).arg(&tools.keys).stdout(std::process::Stdio::null()))?;
+    // Releases served over HTTP must not have expired, so they are stamped
+    // with the current time; both releases of a pair share the stamp.
+    let epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .context("the system clock is before 1970")?
+        .as_secs()
+        .to_string();
 
-    let upgrades = bench_upgrades(&work, &tools, &venv)?;
+    let mut report = Report { runs: args.runs, ..Report::default() };
+    let needs_sample = args.wants(Section::ReleaseInstall) || args.wants(Section::Upgrades) || args.wants(Section::Workspace);
+    let sample = if needs_sample {
+        let venv = ensure_venv()?;
+        Some((upgrades::release_sample_workspace(&work, &tools, &venv, &epoch)?, venv))
+    } else {
+        None
+    };
+    if let Some((releases, venv)) = &sample {
+        if args.wants(Section::Upgrades) {
+            report.upgrades = Some(upgrades::bench_upgrades(&work, &tools, releases)?);
+        }
+        if args.wants(Section::ReleaseInstall) {
+            report.trees = Some(bench_release_install(&work, &tools, &releases.dist, venv, args.runs)?);
+        }
+        if args.wants(Section::Workspace) {
+            let input = PairInput {
+                label: "sample workspace, one-line change (1.0.0 → 1.0.1)".to_owned(),
+                repo: &releases.dist.join("repo"),
+                old_version: upgrades::SAMPLE_VERSIONS[0],
+                new_version: upgrades::SAMPLE_VERSIONS[1],
+            };
+            report.pairs.push(bench_pair(&input, &work.join("pair-workspace"), &tools, &epoch, args.runs)?);
+        }
+    }
 
-    // The sample's install tree, and a larger real tree: the Python packages
-    // of the build environment (CMake, Ninja, colcon), without byte code.
-    let sample = work.join("tree-sample");
-    copy_tree(&work.join("dist/work/install"), &sample)?;
-    let packages = work.join("tree-python-packages");
-    copy_tree(&venv.join("lib/python3.11/site-packages"), &packages)?;
-    run_checked(Command::new("find").arg(&packages).args(["-name", "__pycache__", "-prune", "-exec", "rm", "-rf", "{}", "+"]))?;
+    if args.wants(Section::Debian) || args.wants(Section::Link) {
+        let (old, new) = corpus::debian_pair()?;
+        let out = work.join("debian-out");
+        for (tree, version) in [(&old, DEBIAN_OLD_VERSION), (&new, DEBIAN_NEW_VERSION)] {
+            release_tree(&tools, tree, version, &out, &epoch)?;
+        }
+        if args.wants(Section::Debian) {
+            let input = PairInput {
+                label: format!("Debian {} minbase → with {}", corpus::DEBIAN_SUITE, corpus::DEBIAN_EXTRA_PACKAGES.join(", ")),
+                repo: &out.join("repo"),
+                old_version: DEBIAN_OLD_VERSION,
+                new_version: DEBIAN_NEW_VERSION,
+            };
+            report.pairs.push(bench_pair(&input, &work.join("pair-debian"), &tools, &epoch, args.runs)?);
+        }
+        if args.wants(Section::Link) {
+            let label = format!("Debian {} minbase with {}", corpus::DEBIAN_SUITE, corpus::DEBIAN_EXTRA_PACKAGES.join(", "));
+            report.link = Some(link::bench_link(&label, &out.join("repo"), DEBIAN_NEW_VERSION, &work, &tools)?);
+        }
+        remove_if_present(&out)?;
+    }
 
-    let trees = vec![
-        bench_tree("eCar sample install tree", &sample, &work, &tools, args.runs)?,
-        bench_tree("build venv site-packages", &packages, &work, &tools, args.runs)?,
-    ];
-    let page = render(&trees, &upgrades, args.runs);
-    let path = root().join("BENCHMARKS.md");
+    if args.wants(Section::Memory) {
+        let tree = corpus::synthetic_tree()?;
+        report.memory = Some(memory::bench_memory(&tree, &work, &tools, &epoch, args.runs)?);
+    }
+
+    let page = render::render(&report);
+    let path = if args.only.is_empty() { root().join("BENCHMARKS.md") } else { work.join("BENCHMARKS.md") };
     fs::write(&path, page).with_context(|| format!("cannot write {}", path.display()))?;
     eprintln!("wrote {}", path.display());
     Ok(())
+}
+
+const DEBIAN_OLD_VERSION: &str = "1.0.0";
+const DEBIAN_NEW_VERSION: &str = "1.1.0";
+
+/// Releases a prebuilt tree into `out` with the bench recipe; an existing
+/// `out/repo` keeps its releases.
+fn release_tree(tools: &Tools, tree: &Path, version: &str, out: &Path, epoch: &str) -> anyhow::Result<()> {
+    run_checked(
+        Command::new(&tools.tender)
+            .arg("release")
+            .arg("--tree")
+            .arg(tree)
+            .arg("--recipe")
+            .arg(&tools.recipe)
+            .args(["--version", version, "--source-date-epoch", epoch, "--out"])
+            .arg(out)
+            .arg("--keys")
+            .arg(&tools.keys)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null()),
+    )
+    .with_context(|| format!("tender release --tree {} failed", tree.display()))
+}
+
+/// Measures Tender and the other tools on one pair, then removes the
+/// pair's files.
+fn bench_pair(input: &PairInput, work: &Path, tools: &Tools, epoch: &str, runs: u32) -> anyhow::Result<PairResult> {
+    remove_if_present(work)?;
+    fs::create_dir_all(work).with_context(|| format!("cannot create {}", work.display()))?;
+    let (tender, trees) = bench_tender_pair(input, work, tools, runs)?;
+    let peers = peers::bench_peers(&trees.old, &trees.new, work, epoch, runs)?;
+    let result = PairResult {
+        label: input.label.clone(),
+        old_size: files::tree_size(&trees.old),
+        new_size: files::tree_size(&trees.new),
+        tender,
+        peers,
+    };
+    remove_if_present(work)?;
+    Ok(result)
+}
+
+/// The sample's install tree and a larger real tree, the Python packages
+/// of the build environment (CMake, Ninja, colcon) without byte code.
+fn bench_release_install(
+    work: &Path,
+    tools: &Tools,
+    dist: &Path,
+    venv: &Path,
+    runs: u32,
+) -> anyhow::Result<Vec<release_install::TreeResult>> {
+    let sample = work.join("tree-sample");
+    copy_tree(&dist.join("work/install"), &sample)?;
+    let packages = work.join("tree-python-packages");
+    copy_tree(&venv.join("lib/python3.11/site-packages"), &packages)?;
+    run_checked(Command::new("find").arg(&packages).args(["-name", "__pycache__", "-prune", "-exec", "rm", "-rf", "{}", "+"]))?;
+    Ok(vec![
+        release_install::bench_tree("eCar sample install tree", &sample, work, tools, runs)?,
+        release_install::bench_tree("build venv site-packages", &packages, work, tools, runs)?,
+    ])
 }
