@@ -6,8 +6,8 @@
 //!   second with a few more packages.
 //! - A deterministic synthetic tree of 1 GiB for the memory section.
 //!
-//! A finished tree has a sibling `NAME.inputs` file that holds the inputs it
-//! was made from; a tree without it is an interrupted attempt and is made
+//! A finished tree has a sibling `NAME.inputs` file that contains the inputs
+//! it was made from; a tree without it is an interrupted attempt and is made
 //! again.
 
 use std::fs;
@@ -138,7 +138,7 @@ fn generate_tree(tree: &Path, seed: u64, total: u64) -> anyhow::Result<()> {
         let dir = tree.join(format!("d{:02}", index % 37)).join(format!("e{:02}", index % 11));
         fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let path = dir.join(format!("f{index:05}.bin"));
-        let compressible = random.next() % 2 == 0;
+        let compressible = random.next().is_multiple_of(2);
         write_content(&path, &mut random, size, compressible)?;
         written += size;
         index += 1;
@@ -181,10 +181,10 @@ mod tests {
     fn generated_tree_is_deterministic() {
         let first = tempfile::tempdir().expect("first dir");
         let second = tempfile::tempdir().expect("second dir");
-        generate_tree(first.path(), 7, 3 << 20).expect("first tree");
-        generate_tree(second.path(), 7, 3 << 20).expect("second tree");
+        generate_tree(first.path(), 7, 32 << 20).expect("first tree");
+        generate_tree(second.path(), 7, 32 << 20).expect("second tree");
         let (files, bytes) = crate::bench::files::tree_size(first.path());
-        assert_eq!(bytes, 3 << 20);
+        assert_eq!(bytes, 32 << 20);
         for path in crate::bench::files::walk(first.path()) {
             if path.is_file() {
                 let relative = path.strip_prefix(first.path()).expect("under the first tree");

@@ -37,6 +37,7 @@ pub struct Sample {
 }
 
 /// One measured run and the standard output of the measured command.
+#[derive(Debug)]
 pub struct Measured {
     pub sample: Sample,
     pub stdout: String,

@@ -253,8 +253,9 @@ fn bench_pair(input: &PairInput, work: &Path, tools: &Tools, epoch: &str, runs: 
     Ok(result)
 }
 
-/// The sample's install tree and a larger real tree, the Python packages
-/// of the build environment (CMake, Ninja, colcon) without byte code.
+/// Measures release and install of the sample's install tree and of a
+/// larger real tree, the Python packages of the build environment (CMake,
+/// Ninja, colcon) without byte code.
 fn bench_release_install(
     work: &Path,
     tools: &Tools,

@@ -165,8 +165,8 @@ fn targets(page: &mut String, report: &Report) {
     let _ = writeln!(page);
 }
 
-/// The delta tool with the fewest download bytes; the full archive does not
-/// count.
+/// Returns the delta tool with the fewest download bytes, leaving out the
+/// full archive.
 fn best_delta_peer(pair: &PairResult) -> Option<(&'static str, u64)> {
     pair.peers
         .iter()
@@ -264,7 +264,7 @@ fn link_section(page: &mut String, link: &LinkResult) {
     let _ = writeln!(page, "| ---: | ---: | ---: | ---: | ---: | --- |");
     let result = match &link.outcome {
         Ok(sample) => format!("installed in {:.1} s", sample.seconds),
-        Err(error) => format!("failed: `{}`", error.lines().find(|l| l.contains("error")).unwrap_or(error).trim()),
+        Err(_) => "failed, see below".to_owned(),
     };
     let _ = writeln!(
         page,
@@ -276,7 +276,10 @@ fn link_section(page: &mut String, link: &LinkResult) {
         link.cut_responses,
     );
     if let Err(error) = &link.outcome {
-        let _ = writeln!(page, "The error, as `tenderd` reported it:\n\n```\n{}\n```\n", error.trim());
+        // The first line names the measured command; the rest is the end of
+        // tenderd's standard error.
+        let stderr = error.split_once('\n').map_or(error.as_str(), |(_, rest)| rest);
+        let _ = writeln!(page, "The end of `tenderd`'s standard error:\n\n```\n{}\n```\n", stderr.trim());
     }
 }
 
@@ -381,7 +384,8 @@ fn upgrades_section(page: &mut String, upgrades: &[UpgradeResult]) {
     );
 }
 
-/// Every timed sample, so a reader can see the spread behind each median.
+/// Lists every timed sample, so a reader can see the spread behind each
+/// median.
 fn samples_section(page: &mut String, report: &Report) {
     let _ = writeln!(page, "## All samples, in seconds\n");
     let line = |page: &mut String, name: &str, seconds: &[f64]| {
