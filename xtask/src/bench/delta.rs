@@ -23,6 +23,8 @@ pub struct PairInput<'a> {
     pub repo: &'a Path,
     pub old_version: &'a str,
     pub new_version: &'a str,
+    /// A caveat printed under the pair's heading.
+    pub note: Option<String>,
 }
 
 /// Tender's numbers for one pair, medians over the runs.

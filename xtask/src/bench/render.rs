@@ -198,6 +198,7 @@ fn pairs_intro(page: &mut String) {
          machine (`xdelta3 -d | tar -x`, `zstd -d --patch-from | tar -x`, `casync extract --seed=OLDTREE`, \
          `zstd -d | tar -x`) and excludes the download.\n"
     );
+
 }
 
 fn pair_section(page: &mut String, pair: &PairResult) {
@@ -210,6 +211,9 @@ fn pair_section(page: &mut String, pair: &PairResult) {
         pair.new_size.0,
         mib(pair.new_size.1 as f64)
     );
+    if let Some(note) = &pair.note {
+        let _ = writeln!(page, "{note}\n");
+    }
     let _ = writeln!(page, "| tool | download | apply time | apply peak memory | the robot keeps |");
     let _ = writeln!(page, "| --- | ---: | ---: | ---: | --- |");
     let tender = &pair.tender;
