@@ -7,8 +7,8 @@
 //! - A deterministic synthetic tree of 1 GiB for the memory section.
 //!
 //! A finished tree has a sibling `NAME.inputs` file that contains the inputs
-//! it was made from; a tree without it is an interrupted attempt and is made
-//! again.
+//! it was made from. A tree without it is an interrupted attempt, so it is
+//! made again.
 
 use std::fs;
 use std::io::{BufWriter, Write};

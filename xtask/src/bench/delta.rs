@@ -13,7 +13,7 @@ use super::files::copy_tree;
 use super::measure::{median_bytes, summarize, Summary};
 use super::robot::{active_slot, fresh_robot, install_json, measured_install, stat, Tools};
 
-/// Longest time one install of a pair may take.
+/// Maximum time of one install of a pair.
 const INSTALL_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 
 /// Two releases in one repository.
@@ -43,8 +43,8 @@ pub struct TenderPair {
     pub full_install_bytes: u64,
 }
 
-/// What the slots held after the first run: the trees the other tools
-/// work on, so that every tool sees the same files.
+/// Copies of the slots after the first run. The other tools work on them,
+/// so every tool packages the same files.
 pub struct SlotTrees {
     pub old: PathBuf,
     pub new: PathBuf,
@@ -66,6 +66,7 @@ pub fn bench_tender_pair(input: &PairInput, work: &Path, tools: &Tools, runs: u3
     let mut report = serde_json::Value::Null;
     for run in 0..runs {
         fresh_robot(&robot, &tools.keys)?;
+
         let start = server.requests().len();
         install_json(&tools.tenderd, &robot, &url, Some(input.old_version))?;
         let middle = server.requests().len();
@@ -76,6 +77,7 @@ pub fn bench_tender_pair(input: &PairInput, work: &Path, tools: &Tools, runs: u3
         if run == 0 {
             copy_tree(&active_slot(&robot)?, &trees.new)?;
         }
+
         let log = server.requests();
         full.push(body_bytes(&log[start..middle]));
         let upgrade_log = &log[middle..];

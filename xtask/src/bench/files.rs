@@ -21,7 +21,7 @@ pub fn tree_size(tree: &Path) -> (usize, u64) {
     (files, bytes)
 }
 
-/// Every path under `dir`, without following symlinks. Unreadable
+/// Lists every path under `dir`, without following symlinks. Unreadable
 /// directories are skipped.
 pub fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();

@@ -18,7 +18,7 @@ use super::robot::{fresh_robot, install_json, measured_install, remove_if_presen
 
 /// Body bytes after which the server closes each connection.
 pub const DROP_AFTER: u64 = 1 << 20;
-/// Longest time the install over the faulty link may take.
+/// Maximum time of the install over the faulty link.
 const LINK_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 
 /// Outcome of the install over the faulty link.

@@ -26,7 +26,7 @@ sys.stdout.flush()
 print(f"\n{elapsed:.6f} {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss} {code}")
 "#;
 
-/// Longest time one measured command may run by default.
+/// Default maximum time of one measured command.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// Wall time and peak memory of one run.

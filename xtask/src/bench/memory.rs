@@ -11,7 +11,7 @@ use super::files::{file_len, path_text, strings, tree_size};
 use super::measure::{measure_with, summarize, Summary};
 use super::robot::{fresh_robot, measured_install, remove_if_present, Tools};
 
-/// Longest time one release or install of the big tree may take.
+/// Maximum time of one release or install of the big tree.
 const TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 pub struct MemoryResult {

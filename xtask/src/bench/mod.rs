@@ -216,7 +216,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What the recipe's single owner does to a root file system.
+/// Caveat of the Debian pair: the recipe's single owner on a root file
+/// system.
 const DEBIAN_OWNER_NOTE: &str = "Tender's recipe sets one owner on every entry, root:root here, so the files \
     that debootstrap gives other groups (shadow, utmp, mail, staff) lose their group in the release, and the \
     other tools see the same owners. The setgid programs `chage`, `expiry` and `unix_chkpwd` thus become \

@@ -34,7 +34,7 @@ pub struct ToolResult {
     pub download_bytes: u64,
     /// Time and peak memory of making the newer tree.
     pub apply: Summary,
-    /// What the robot must keep for this tool to work.
+    /// Files the robot must keep for this tool to work.
     pub needs: &'static str,
 }
 
@@ -148,6 +148,7 @@ fn casync(old: &Path, new: &Path, work: &Path, extract: &Path, runs: u32) -> any
                 .stdout(std::process::Stdio::null()),
         )?;
     }
+
     let missing = missing_chunk_bytes(&old_store, &new_store);
     let download_bytes = missing + file_len(&new_index)?;
     // casync extract creates the directory itself.

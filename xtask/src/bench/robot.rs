@@ -100,7 +100,7 @@ pub fn measured_install(
     Ok((measured.sample, report))
 }
 
-/// A field of the `stats` object of an install report, 0 when missing.
+/// Reads a field of the `stats` object of an install report, 0 when missing.
 pub fn stat(report: &serde_json::Value, field: &str) -> u64 {
     report["stats"][field].as_u64().unwrap_or(0)
 }
