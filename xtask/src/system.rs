@@ -28,6 +28,7 @@ const BENCH_REQUIREMENTS: &[Requirement] = &[
     Requirement { check: &["debootstrap", "--version"], package: "debootstrap" },
     Requirement { check: &["xdelta3", "-V"], package: "xdelta3" },
     Requirement { check: &["casync", "--version"], package: "casync" },
+    Requirement { check: &["/usr/bin/time", "--version"], package: "time" },
     Requirement { check: &["zstd", "--version"], package: "zstd" },
 ];
 

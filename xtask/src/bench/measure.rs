@@ -1,29 +1,41 @@
 //! Wall time and peak memory of a command, and medians of repeated samples.
 //!
 //! Every timed command runs under a small Python wrapper that reports its
-//! wall time and `RUSAGE_CHILDREN` maximum resident set size, so Tender and
-//! the other tools are measured the same way. For a pipeline such as
-//! `zstd -dc | tar -x`, that maximum is the largest single process of the
-//! pipeline, not the sum of its processes.
+//! wall time, and under GNU time (`/usr/bin/time`), which reports the
+//! maximum resident set size from `wait4`, so Tender and the other tools are
+//! measured the same way. For a pipeline such as `zstd -dc | tar -x`, that
+//! maximum is the largest single process of the pipeline, not the sum of its
+//! processes. GNU time is small, so the smallest value it reports is about
+//! 1 MiB; Python's own `RUSAGE_CHILDREN` would report at least the wrapper's
+//! size, about 14 MiB, because the child starts as a copy of it.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-/// Runs the command given after the timeout in seconds, then prints
-/// `seconds max_rss_kib exit_code` on a line of its own. A command that
-/// outlives the timeout is killed and reported with the code `timeout`.
+/// Runs the command given after the timeout in seconds under GNU time, in
+/// a process group of its own, then prints `seconds max_rss_kib exit_code`
+/// on a line of its own. A command that outlives the timeout is killed with
+/// its group and reported with the code `timeout`.
 const MEASURE_PY: &str = r#"
-import resource, subprocess, sys, time
+import os, signal, subprocess, sys, tempfile, time
+fd, report = tempfile.mkstemp()
+os.close(fd)
 start = time.perf_counter()
+child = subprocess.Popen(["/usr/bin/time", "--quiet", "-f", "%M", "-o", report] + sys.argv[2:], start_new_session=True)
 try:
-    code = subprocess.run(sys.argv[2:], timeout=float(sys.argv[1])).returncode
+    code = child.wait(timeout=float(sys.argv[1]))
 except subprocess.TimeoutExpired:
+    os.killpg(child.pid, signal.SIGKILL)
+    child.wait()
     code = "timeout"
 elapsed = time.perf_counter() - start
+with open(report) as lines:
+    fields = lines.read().split()
+os.unlink(report)
 sys.stdout.flush()
-print(f"\n{elapsed:.6f} {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss} {code}")
+print(f"\n{elapsed:.6f} {fields[-1] if fields else 0} {code}")
 "#;
 
 /// Default maximum time of one measured command.
@@ -144,6 +156,14 @@ mod tests {
         let message = error.to_string();
         assert!(message.contains("exited with 3"), "{message}");
         assert!(message.contains("broken"), "{message}");
+    }
+
+    #[test]
+    fn measure_reports_small_peak_memory() {
+        let argv = vec!["true".to_owned()];
+        let measured = measure_with(&argv, &[], Duration::from_secs(10)).expect("measure true");
+        assert!(measured.sample.max_rss_kib > 0, "{:?}", measured.sample);
+        assert!(measured.sample.max_rss_kib < 8 * 1024, "{:?}", measured.sample);
     }
 
     #[test]

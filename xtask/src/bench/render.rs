@@ -78,9 +78,13 @@ fn mib(bytes: f64) -> String {
     format!("{:.2} MiB", bytes / 1024.0 / 1024.0)
 }
 
-/// Bytes as MiB with the exact count beside them.
+/// Bytes in MiB, or in KiB below 1 MiB, with the exact count beside them.
 fn mib_exact(bytes: u64) -> String {
-    format!("{} ({bytes} B)", mib(bytes as f64))
+    if bytes < 1 << 20 {
+        format!("{:.1} KiB ({bytes} B)", bytes as f64 / 1024.0)
+    } else {
+        format!("{} ({bytes} B)", mib(bytes as f64))
+    }
 }
 
 fn met(condition: bool) -> &'static str {
@@ -97,7 +101,7 @@ fn header(page: &mut String, runs: u32) {
         page,
         "Written by `cargo xtask bench` on {}. Machine: {}. Each time and memory figure is the median of {runs} \
          runs in this one run of the benchmark; memory is the largest resident set of one process of the \
-         measured command (`RUSAGE_CHILDREN`). Timings come from one shared machine and vary between runs \
+         measured command, as GNU time reports it, about 1 MiB at the least. Timings come from one shared machine and vary between runs \
          of the benchmark.\n",
         humantime::format_rfc3339_seconds(std::time::SystemTime::now()),
         machine_description(),
@@ -184,7 +188,9 @@ fn pairs_intro(page: &mut String) {
          release, and `tenderd install URL --version NEW --json` is measured. Its download is the body bytes \
          the server sent for that install, TUF metadata and the release manifest included; its apply time \
          covers the download from 127.0.0.1, verification, staging into the inactive slot, the switch and a \
-         health check that runs `true`.\n"
+         health check that runs `true`. The server is the fault-injecting test server of `tests/`, running \
+         unoptimized inside `cargo xtask`, which reads and hashes each file per request, so the download \
+         part of Tender's time is slower than a production HTTP server would make it.\n"
     );
     let _ = writeln!(
         page,
@@ -294,7 +300,8 @@ fn memory_section(page: &mut String, memory: &MemoryResult) {
         "A deterministic synthetic tree (seeded; 70 % of the files up to 64 KiB, 25 % up to 8 MiB, 5 % up \
          to 128 MiB; half word text that compresses, half pseudo-random bytes) released once and installed \
          on an empty robot, from the bundle and from the repository over HTTP on 127.0.0.1. Target: at most \
-         {MEMORY_TARGET_MIB:.0} MiB for `tenderd`.\n"
+         {MEMORY_TARGET_MIB:.0} MiB for `tenderd`. The time from HTTP is mostly the unoptimized test \
+         server's, which reads and hashes each file per request.\n"
     );
     let _ = writeln!(page, "| step | time | peak memory |");
     let _ = writeln!(page, "| --- | ---: | ---: |");
