@@ -136,8 +136,8 @@ fn targets(page: &mut String, report: &Report) {
             Some((tool, bytes)) => format!(
                 "- Download bytes, {}: Tender {} against {} for {tool}, {:.2} ×: {}.",
                 pair.label,
-                mib(tender as f64),
-                mib(bytes as f64),
+                mib_exact(tender),
+                mib_exact(bytes),
                 tender as f64 / bytes.max(1) as f64,
                 met(tender <= bytes)
             ),
