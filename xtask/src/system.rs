@@ -42,6 +42,16 @@ const REQUIREMENTS: &[Requirement] = &[
     Requirement { check: &["sh", "-c", "command -v htpasswd"], package: "apache2-utils" },
 ];
 
+/// Tools of `cargo xtask bench` only: the Debian corpus and the tools
+/// Tender is compared with.
+const BENCH_REQUIREMENTS: &[Requirement] = &[
+    Requirement { check: &["debootstrap", "--version"], package: "debootstrap" },
+    Requirement { check: &["xdelta3", "-V"], package: "xdelta3" },
+    Requirement { check: &["casync", "--version"], package: "casync" },
+    Requirement { check: &["/usr/bin/time", "--version"], package: "time" },
+    Requirement { check: &["zstd", "--version"], package: "zstd" },
+];
+
 fn is_present(check: &[&str]) -> bool {
     Command::new(check[0])
         .args(&check[1..])
@@ -54,7 +64,17 @@ fn is_present(check: &[&str]) -> bool {
 /// Installs the missing Debian packages, or fails naming them when this
 /// cannot run `apt-get`.
 pub fn ensure_packages() -> anyhow::Result<()> {
-    let missing: Vec<&str> = REQUIREMENTS.iter().filter(|r| !is_present(r.check)).map(|r| r.package).collect();
+    install_missing(REQUIREMENTS)
+}
+
+/// Installs the missing packages of `cargo xtask bench`, like
+/// [`ensure_packages`].
+pub fn ensure_bench_packages() -> anyhow::Result<()> {
+    install_missing(BENCH_REQUIREMENTS)
+}
+
+fn install_missing(requirements: &[Requirement]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = requirements.iter().filter(|r| !is_present(r.check)).map(|r| r.package).collect();
     if missing.is_empty() {
         return Ok(());
     }
