@@ -220,7 +220,7 @@ pub fn fetch_repository_release(
     let bytes = match bytes {
         Some(bytes) => bytes,
         None => {
-            client.download_target(targets_fetcher.as_ref(), &trusted, &found, &destination)?;
+            client.download_target_resumable(targets_fetcher.as_ref(), &trusted, &found, &destination)?;
             read_bounded(&destination, MAX_MANIFEST_BYTES, &name)?
         }
     };
