@@ -92,6 +92,9 @@ fn io_error<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(std::io::Er
 
 /// Writes the image.
 pub fn write_fs_image(request: &FsImageRequest) -> Result<FsImageSummary, FsImageError> {
+    if let Some(parent) = request.out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(io_error("create", parent))?;
+    }
     let staging = tempfile::Builder::new()
         .prefix(".tender-fs-")
         .tempdir_in(request.out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))

@@ -163,13 +163,21 @@ fn harness(name: &str, template: &Template, source: &str, kills: u32, random: &m
     let full = started.elapsed();
     assert!(check_robot(&calibration).expect("calibrated robot").starts_with("1.0.1 committed"));
 
-    for kill in 0..kills {
+    // Installs go on until `kills` of them were killed before they finished,
+    // so a loaded machine that finishes some early still reaches the count.
+    let mut killed = 0;
+    let mut kill = 0;
+    while killed < kills {
+        assert!(kill < kills * 3, "{name}: only {killed} of {kill} installs were killed before they finished");
         let root = work.path().join(format!("kill-{kill}"));
         template.copy_to(&root);
-        let delay = full.mul_f64(random.next_fraction());
+        // Kill times cover the first 70 % of a measured install, where the
+        // download, staging, switch and trial are.
+        let delay = full.mul_f64(0.7 * random.next_fraction());
         if install_and_kill(&root, source, delay) {
             *report.entry(format!("{name}: finished before the kill")).or_default() += 1;
         } else {
+            killed += 1;
             *report.entry(format!("{name}: killed in {}", phase_of(&root))).or_default() += 1;
         }
         let recovered = run(tenderd(&root, &["recover"]).stdout(Stdio::piped()).stderr(Stdio::piped()));
@@ -186,6 +194,7 @@ fn harness(name: &str, template: &Template, source: &str, kills: u32, random: &m
             assert!(state.starts_with("1.0.1 committed"), "{name} kill {kill}: {state}");
         }
         let _ = fs::remove_dir_all(&root);
+        kill += 1;
     }
 }
 
@@ -209,7 +218,7 @@ fn two_hundred_kills_leave_a_verified_committed_slot() {
         eprintln!("  {count:4}  {outcome}");
     }
     let killed: u32 = report.iter().filter(|(k, _)| k.contains("killed in")).map(|(_, v)| v).sum();
-    assert!(killed >= 200 * 3 / 4, "only {killed} of {total} installs were killed before they finished");
+    assert!(killed >= BUNDLE_KILLS + HTTP_KILLS, "only {killed} SIGKILLs landed inside an install");
 }
 
 /// One strace record: the line number and the parsed call.
@@ -360,7 +369,7 @@ fn partition_kills_leave_a_bootable_robot() {
         assert!(recovered.status.success(), "partition kill {kill} after {delay:?}: recover failed: {}", common::stderr(&recovered));
         let state = check_partition_robot(&robot, &loader, &images).unwrap_or_else(|problem| panic!("partition kill {kill} after {delay:?}: {problem}"));
         // A later install succeeds: boot the trial, or install again.
-        if state != "trial" {
+        if state != "trial" && !state.starts_with("1.0.2") {
             let again = run(tenderd(&root, &["install", &bundle("1.0.2")]).stdout(Stdio::piped()).stderr(Stdio::piped()));
             assert!(again.status.success(), "partition kill {kill}: reinstall failed: {}", common::stderr(&again));
         }

@@ -104,10 +104,41 @@ fn check_flow(loader: Loader) {
     assert_eq!(robot.status()["boot"]["bad"], serde_json::json!(["a"]));
 
     // An ordinary reboot of the committed slot counts nothing.
-    let before = loader.read(&robot);
-    loader.boot(&robot);
-    recover(&robot);
-    assert_eq!(loader.read(&robot), before);
+    check_ordinary_reboot(&loader, &robot);
+}
+
+fn check_ordinary_reboot(loader: &Loader, robot: &Robot) {
+    let before = loader.read(robot);
+    loader.boot(robot);
+    recover(robot);
+    assert_eq!(loader.read(robot), before);
+}
+
+#[test]
+fn rollback_selects_the_older_committed_slot() {
+    let images = images();
+    let loader = Loader::Uboot;
+    let robot = partition_robot(&loader);
+    for version in ["1.0.0", "1.0.2"] {
+        install(&robot, &images.bundles[version]);
+        assert_eq!(loader.boot(&robot), if version == "1.0.0" { "b" } else { "a" });
+        recover(&robot);
+    }
+    assert_eq!(robot.status()["version"], "1.0.2");
+    // Without a signed downgrade authorisation the robot stays on 1.0.2.
+    let refused = robot.tenderd(&["rollback"]);
+    assert!(!refused.status.success());
+    assert!(common::stderr(&refused).contains("downgrade authorisation"), "{}", common::stderr(&refused));
+    assert_eq!(loader.read(&robot)["tender_slot"], "a");
+
+    // A damaged older image is refused before the boot loader changes.
+    let device = robot.path("dev/slot-b.img");
+    let mut bytes = std::fs::read(&device).expect("device");
+    bytes[100] ^= 0xff;
+    std::fs::write(&device, &bytes).expect("damage");
+    let output = robot.tenderd(&["rollback"]);
+    assert!(!output.status.success());
+    assert_eq!(loader.read(&robot)["tender_slot"], "a");
 }
 
 #[test]

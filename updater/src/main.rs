@@ -46,7 +46,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Verify a release and install it: a `.tender` bundle, a repository directory or an http(s):// repository URL.
+    /// Verify a release and install it: a `.tender` bundle, a repository directory, an http(s):// repository URL or an oci://HOST/REPOSITORY[:TAG] registry.
     Install {
         source: String,
         /// Install a release even though it failed its health check before.
@@ -72,7 +72,7 @@ enum Command {
     /// Switch to the other slot when it holds a verified earlier release.
     Rollback,
     /// Mark the release on trial as good now.
-    #[command(alias = "mark-good")]
+    #[command(visible_alias = "mark-good")]
     Commit,
     /// Mark the release on trial as bad now: revert to the committed release.
     MarkBad,

@@ -798,6 +798,11 @@ impl Updater {
         let manifest = self
             .slot_manifest(other)
             .ok_or_else(|| reject(format!("the manifest of slot {other} is missing")))?;
+        if let Some(partition) = &self.config.partition {
+            self.backup_config(&other_release)?;
+            self.rollback_partition(partition, &mut state, other, &other_release, &manifest)?;
+            return Ok(other_release);
+        }
         check_slot(&self.slots.slot_dir(other), &manifest)
             .map_err(|e| reject(format!("slot {other} no longer matches {other_release}: {e}")))?;
 

@@ -23,7 +23,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     run_checked(Command::new(cargo()).args(["build", "--workspace", "--locked"]).current_dir(root()))?;
     run_checked(
         Command::new(cargo())
-            .args(["test", "--workspace", "--locked"])
+            .args(["test", "--workspace", "--locked", "--no-fail-fast"])
             .args(&args.cargo_test_args)
             .env("TENDER_VENV", &venv)
             .current_dir(root()),

@@ -126,6 +126,43 @@ impl Updater {
         Ok(None)
     }
 
+    /// Goes back to the committed release in the other slot: its image is
+    /// read back and checked first, then the boot loader selects it, without
+    /// a trial since it was committed before, and the robot reboots.
+    pub(super) fn rollback_partition(
+        &self,
+        partition: &PartitionSetup,
+        state: &mut State,
+        other: Slot,
+        release: &SlotRelease,
+        manifest: &Manifest,
+    ) -> Result<(), UpdateError> {
+        let (size, digest, _) = partition.slots.image_of(manifest)?;
+        partition.slots.verify(other, size, &digest)?;
+        state.phase = Phase::Switching;
+        state.target = Some(other);
+        state.record("rollback", Some(other), Some(release.clone()), "");
+        self.save(state)?;
+        let bad: Vec<String> = partition.boot.selection()?.bad.iter().filter(|s| **s != other).map(|s| s.to_string()).collect();
+        partition.boot.env.update(&[
+            ("tender_slot", Some(other.to_string())),
+            ("tender_prev", None),
+            ("tender_bad", (!bad.is_empty()).then(|| bad.join(","))),
+            ("upgrade_available", Some("0".to_owned())),
+            ("bootcount", Some("0".to_owned())),
+        ])?;
+        state.active = Some(other);
+        state.committed = Some(other);
+        state.phase = Phase::Committed;
+        state.target = None;
+        state.health_failures = 0;
+        state.held = true;
+        state.record("rolled back", Some(other), Some(release.clone()), "held until `tenderd resume`; rebooting");
+        self.save(state)?;
+        self.reboot(partition);
+        Ok(())
+    }
+
     /// Finishes a switch that `tenderd` did not record as done.
     pub(super) fn recover_partition_switch(&self, partition: &PartitionSetup, state: &mut State, target: Slot) -> Result<(), UpdateError> {
         let selection = partition.boot.selection()?;
