@@ -244,7 +244,7 @@ fn pair_section(page: &mut String, pair: &PairResult) {
     let report = &tender.report;
     let _ = writeln!(
         page,
-        "\nTender's download: {} requests, of which {} metadata and manifest; `--json` stats: bytes_planned \
+        "\nTender's download: {} requests, of which {} outside the chunk store (TUF metadata, and the delta pack or the manifest); `--json` stats: bytes_planned \
          {}, bytes_fetched {} in {} chunks, {} files rebuilt, {} copied from the active slot, {} kept. \
          Installing the older release on an empty robot downloaded {}.\n",
         tender.requests,
