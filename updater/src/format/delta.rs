@@ -33,7 +33,7 @@ pub const DELTA_MAGIC: &[u8; 8] = b"TNDRDLT1";
 /// The pack format this updater reads and the builder writes.
 pub const DELTA_FORMAT: u32 = 1;
 /// Most bytes of new content, and of reference, in one group.
-pub const MAX_GROUP_BYTES: u64 = 8 * 1024 * 1024;
+pub const MAX_GROUP_BYTES: u64 = 32 * 1024 * 1024;
 /// Largest compressed header a robot reads.
 pub const MAX_HEADER_BYTES: u64 = 16 * 1024 * 1024;
 /// Largest header once decompressed.
