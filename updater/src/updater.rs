@@ -676,15 +676,21 @@ impl Updater {
             state.phase = Phase::Failed;
             return self.save(state);
         };
-        if let Some(partition) = &self.config.partition {
-            return self.recover_partition_switch(partition, state, target);
-        }
-        let linked = self.slots.linked_slot();
-        let reverting = state.committed == Some(target);
-        if reverting {
+        // The slot the robot runs or boots next, by the link or the boot loader.
+        let (selected, on_trial) = match &self.config.partition {
+            None => (self.slots.linked_slot(), true),
+            Some(partition) => {
+                let selection = partition.boot.selection()?;
+                (selection.slot, selection.trial == Some(target))
+            }
+        };
+        if state.committed == Some(target) {
             // Finish the interrupted revert.
-            if linked != Some(target) {
-                self.slots.switch_to(target)?;
+            if selected != Some(target) {
+                match &self.config.partition {
+                    None => self.slots.switch_to(target)?,
+                    Some(partition) => partition.boot.mark_bad(target.other(), target)?,
+                }
             }
             let failed_slot = Some(target.other());
             let failed = state.slot_release(target.other()).cloned();
@@ -692,7 +698,7 @@ impl Updater {
             self.finish_revert(state, target, failed_slot, failed, "revert was interrupted and finished on restart")?;
             return Ok(());
         }
-        if linked == Some(target) {
+        if selected == Some(target) && on_trial {
             state.active = Some(target);
             state.phase = Phase::Trial;
             state.health_failures = 0;

@@ -162,31 +162,4 @@ impl Updater {
         self.reboot(partition);
         Ok(())
     }
-
-    /// Finishes a switch that `tenderd` did not record as done.
-    pub(super) fn recover_partition_switch(&self, partition: &PartitionSetup, state: &mut State, target: Slot) -> Result<(), UpdateError> {
-        let selection = partition.boot.selection()?;
-        if state.committed == Some(target) {
-            // An interrupted revert: finish it.
-            if selection.slot != Some(target) {
-                partition.boot.mark_bad(target.other(), target)?;
-            }
-            let failed = state.slot_release(target.other()).cloned();
-            state.active = Some(target);
-            self.finish_revert(state, target, Some(target.other()), failed, "revert was interrupted and finished on restart")?;
-            return Ok(());
-        }
-        if selection.slot == Some(target) && selection.trial == Some(target) {
-            state.active = Some(target);
-            state.phase = Phase::Trial;
-            state.health_failures = 0;
-            self.save(state)?;
-            return self.resume_trial(state).map(|_| ());
-        }
-        state.phase = Phase::Failed;
-        state.target = None;
-        state.last_error = Some("install was interrupted before the switch".to_owned());
-        state.record("recovered", Some(target), None, "switch was interrupted; the boot loader still selects the old slot");
-        self.save(state)
-    }
 }
