@@ -75,6 +75,13 @@ pub fn build_target(settings: &CrossSettings, requested: Option<&str>, recipe: &
     }
 }
 
+/// Returns the target of a tree built elsewhere for `architecture`: the
+/// architecture is recorded and no toolchain is needed.
+pub fn label_target(architecture: &str) -> Result<BuildTarget, CrossError> {
+    check_architecture(architecture).map_err(|reason| CrossError::Unknown { target: architecture.to_owned(), reason })?;
+    Ok(BuildTarget { architecture: architecture.to_owned(), toolchain: None })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,6 +103,13 @@ mod tests {
         let target = build_target(&settings(), Some("aarch64"), "r.toml".as_ref()).expect("aarch64");
         assert_eq!(target.architecture, "aarch64");
         assert!(target.is_cross());
+    }
+
+    #[test]
+    fn prebuilt_tree_is_labelled_without_toolchain() {
+        let target = label_target("aarch64").expect("label");
+        assert_eq!((target.architecture.as_str(), target.is_cross()), ("aarch64", false));
+        assert!(label_target("arm64").is_err());
     }
 
     #[test]

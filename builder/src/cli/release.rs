@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use indicatif::HumanBytes;
-use tender_builder::cross::build_target;
+use tender_builder::cross::{build_target, label_target};
 use tender_builder::progress::Progress;
 use tender_builder::provenance::{source_date_epoch, EpochSource};
 use tender_builder::recipe::Recipe;
@@ -96,7 +96,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             humantime::format_rfc3339_seconds(expiry(epoch)),
         );
     }
-    let target = build_target(&recipe.cross, args.target.as_deref(), &recipe.path)?;
+    // A prebuilt tree is only labelled with its architecture; no toolchain runs.
+    let target = match (&args.tree, args.target.as_deref()) {
+        (Some(_), Some(architecture)) => label_target(architecture)?,
+        _ => build_target(&recipe.cross, args.target.as_deref(), &recipe.path)?,
+    };
     let default_work_dir = match target.is_cross() {
         true => args.out.join(format!("work-{}", target.architecture)),
         false => args.out.join("work"),
