@@ -197,7 +197,7 @@ fn end(release: Release) -> DeltaEnd {
     }
 }
 
-/// A path with its ASCII digits removed, so that `lib/foo.so.1.2` and
+/// Returns `path` without its ASCII digits, so that `lib/foo.so.1.2` and
 /// `lib/foo.so.1.3`, or `pkg-1.0.dist-info/RECORD` and
 /// `pkg-1.1.dist-info/RECORD`, meet.
 fn without_digits(path: &str) -> String {

@@ -224,7 +224,7 @@ fn fix_ext4_ctimes(root: &Path, image: &Path, epoch: &str, scratch: &Path) -> Re
     )
 }
 
-/// A UUID made of the first 16 bytes of `digest`.
+/// Formats the first 16 bytes of `digest` as a UUID.
 fn uuid_from(digest: &Sha256Digest) -> String {
     let hex = digest.to_hex();
     format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])

@@ -345,7 +345,7 @@ pub struct DeltaSummary {
     pub from: semver::Version,
     pub bytes: u64,
     pub files: usize,
-    /// What a robot on `from` downloads without the pack: the manifest and
+    /// Bytes a robot on `from` downloads without the pack: the manifest and
     /// the chunks it lacks.
     pub without_pack: u64,
 }

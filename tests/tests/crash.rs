@@ -296,7 +296,7 @@ const PARTITION_KILLS: u32 = 60;
 
 /// After a restart of a partition robot: the environment reads with
 /// `fw_printenv`, and either the boot loader selects the committed slot and
-/// that device holds its verified image, or the new slot is on trial with a
+/// that device contains its verified image, or the new slot is on trial with a
 /// boot limit.
 fn check_partition_robot(robot: &Robot, loader: &common::partition::Loader, images: &common::partition::Images) -> Result<String, String> {
     let vars = loader.read(robot);

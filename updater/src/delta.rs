@@ -107,7 +107,7 @@ impl DeltaPack {
     /// accepts, into `out_dir/<sha256>`. `old` is the active slot's manifest
     /// and `active_dir` its directory. A group that fails is logged and
     /// skipped, so its files come from chunks instead; the returned map
-    /// holds the files that were rebuilt and verified.
+    /// contains the files that were rebuilt and verified.
     pub fn rebuild_files(
         &self,
         new: &Manifest,
@@ -326,7 +326,7 @@ mod tests {
     const OLD_CONFIG: &[u8] = b"max_steering_angle_deg = 35.0\nmax_speed = 2.5\nwheel_base = 0.42\n";
     const NEW_CONFIG: &[u8] = b"max_steering_angle_deg = 30.0\nmax_speed = 2.5\nwheel_base = 0.42\n";
 
-    /// An active slot with 1.0.0 and a pack to 1.0.1 that changes one file
+    /// Builds an active slot with 1.0.0 and a pack to 1.0.1 that changes one file
     /// and adds another.
     fn fixture() -> Fixture {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -92,7 +92,7 @@ mod tests {
     }
 
     #[test]
-    fn pack_is_skipped_when_chunks_cost_less_or_the_base_differs() {
+    fn pack_skipped_when_costlier_or_other_base() {
         let targets = targets(vec![("ecar-1.0.2.from-1.0.1.delta", pack(1, 2, 5_000, 1_000, 0))]);
         assert_eq!(choose_pack(&targets, &manifest(2, 1_000), Some(&digest(1))), None);
         let targets = targets_with_cheap_pack();

@@ -23,7 +23,7 @@ pub struct Status {
     pub slot_a: Option<SlotRelease>,
     pub slot_b: Option<SlotRelease>,
     pub last_error: Option<String>,
-    /// Partition slots: what the boot loader's environment says.
+    /// Partition slots: the selection read from the boot loader's environment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boot: Option<BootStatus>,
 }

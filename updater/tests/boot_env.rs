@@ -59,7 +59,7 @@ fn uboot_trial_is_read_by_fw_printenv() {
         assert_eq!(vars["bootcount"], "0");
         assert_eq!(vars["board"], "ecar", "a variable of the board was lost");
 
-        // U-Boot counts a boot; Tender then sees it and marks the slot good.
+        // U-Boot counts a boot; Tender then reads it and marks the slot good.
         run(Command::new("fw_setenv").arg("-c").arg(&config).args(["bootcount", "1"]));
         let selection = control.selection().expect("selection");
         assert_eq!((selection.trial, selection.boot_count), (Some(Slot::B), 1));
@@ -77,7 +77,7 @@ fn uboot_damaged_copy_is_repaired_from_the_good_one() {
     let control = BootControl { env: BootEnv::Uboot(env), boot_limit: 3 };
     control.start_trial(Slot::B, Slot::A).expect("trial");
     // Damage whichever copy fw_printenv now reads: flip a byte of each copy
-    // in turn and keep the damage on the one that holds the trial.
+    // in turn and keep the damage on the one that contains the trial.
     let damaged = (0..2)
         .map(|index| dir.path().join(format!("env{index}.bin")))
         .find(|path| std::fs::read(path).expect("read").windows(13).any(|w| w == b"tender_slot=b"))

@@ -127,7 +127,7 @@ impl Loader {
         expect_success(&output, "write the boot environment");
     }
 
-    /// One boot: counts a trial boot and falls back past the limit, as the
+    /// Simulates one boot: counts a trial boot and falls back past the limit, as the
     /// boot loader script does. Returns the slot it starts.
     pub fn boot(&self, robot: &Robot) -> String {
         let vars = self.read(robot);

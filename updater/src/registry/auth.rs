@@ -19,7 +19,7 @@ use reqwest::header::HeaderValue;
 
 use crate::source::RequestAuth;
 
-/// Longest token response that is read.
+/// Maximum size of a token response that is read.
 const MAX_TOKEN_RESPONSE_BYTES: u64 = 64 * 1024;
 
 /// Errors of loading credentials.
@@ -89,7 +89,7 @@ fn sensitive(text: &str) -> Option<HeaderValue> {
     Some(value)
 }
 
-/// What the next request carries.
+/// The authorization of the next request.
 #[derive(Clone, Default)]
 enum AuthState {
     #[default]
@@ -337,7 +337,7 @@ mod tests {
         assert!(error.contains("requires a username and password"), "{error}");
     }
 
-    /// A token service and registry on 127.0.0.1: the registry answers 401
+    /// A token service and registry on 127.0.0.1: the registry responds 401
     /// with a Bearer challenge until the request carries the token that the
     /// realm issues for the right Basic credentials.
     #[test]

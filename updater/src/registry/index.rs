@@ -55,7 +55,7 @@ pub struct RepositoryIndex {
     pub files: BTreeMap<String, Location>,
 }
 
-/// Where a repository file is: a whole blob, or `length` bytes at `offset`
+/// Location of a repository file: a whole blob, or `length` bytes at `offset`
 /// of a chunk pack.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -48,18 +48,29 @@ pub fn stored_copy_matches(path: &Path, target: &FoundTarget) -> bool {
     if file.metadata().map(|m| m.len()).ok() != Some(target.file.length) {
         return false;
     }
-    let mut hasher = Hasher::default();
-    let mut reader = file.take(target.file.length);
-    let mut buffer = [0u8; 64 * 1024];
-    loop {
-        match reader.read(&mut buffer) {
-            Ok(0) => break,
-            Ok(count) => hasher.update(&buffer[..count]),
-            Err(_) => return false,
-        }
-    }
+    let Ok(digests) = hash_reader(file.take(target.file.length)) else { return false };
     let listed_in = snapshot_meta_key(&target.role);
-    check_hashes(&target.file.hashes, &hasher.finish(), &target.path, &listed_in).is_ok()
+    check_hashes(&target.file.hashes, &digests, &target.path, &listed_in).is_ok()
+}
+
+/// Hashes everything `reader` returns.
+fn hash_reader(mut reader: impl Read) -> std::io::Result<super::checks::Digests> {
+    let mut hasher = Hasher::default();
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let count = reader.read(&mut buffer)?;
+        if count == 0 {
+            return Ok(hasher.finish());
+        }
+        hasher.update(&buffer[..count]);
+    }
+}
+
+/// Returns the name to fetch `target` under: `HASH.NAME` with consistent
+/// snapshots, which need a listed hash before any byte is fetched.
+fn fetch_name(target: &FoundTarget, consistent_snapshot: bool) -> Result<String, TufError> {
+    let hash_prefix = consistent_snapshot.then(|| consistent_hash(target)).transpose()?;
+    Ok(remote_target_name(&target.path, hash_prefix.as_deref()))
 }
 
 /// Downloads `target` into the file `dest`, unless `dest` already matches.
@@ -76,9 +87,7 @@ pub fn download_target(
         return Ok(TargetStatus::AlreadyPresent);
     }
     let listed_in = snapshot_meta_key(&target.role);
-    // A listed hash is required before any byte is fetched.
-    let hash_prefix = consistent_snapshot.then(|| consistent_hash(target)).transpose()?;
-    let name = remote_target_name(&target.path, hash_prefix.as_deref());
+    let name = fetch_name(target, consistent_snapshot)?;
 
     let write_error = |path: &Path, source: std::io::Error| TufError::WriteTarget {
         target: target.path.clone(),
@@ -122,8 +131,7 @@ pub fn download_target_resumable(
         return Ok(TargetStatus::AlreadyPresent);
     }
     let listed_in = snapshot_meta_key(&target.role);
-    let hash_prefix = consistent_snapshot.then(|| consistent_hash(target)).transpose()?;
-    let name = remote_target_name(&target.path, hash_prefix.as_deref());
+    let name = fetch_name(target, consistent_snapshot)?;
     let write_error = |path: &Path, source: std::io::Error| TufError::WriteTarget {
         target: target.path.clone(),
         path: path.to_owned(),
@@ -136,17 +144,8 @@ pub fn download_target_resumable(
     fetcher
         .fetch_resumable(&name, target.file.length, dest)
         .map_err(|source| TufError::FetchTarget { target: target.path.clone(), source })?;
-    let mut hasher = Hasher::default();
-    let mut file = File::open(dest).map_err(|e| write_error(dest, e))?;
-    let mut buffer = vec![0u8; 64 * 1024];
-    loop {
-        let count = file.read(&mut buffer).map_err(|e| write_error(dest, e))?;
-        if count == 0 {
-            break;
-        }
-        hasher.update(&buffer[..count]);
-    }
-    let digests = hasher.finish();
+    let file = File::open(dest).map_err(|e| write_error(dest, e))?;
+    let digests = hash_reader(file).map_err(|e| write_error(dest, e))?;
     let checked = check_length(target.file.length, digests.length, &target.path, &listed_in)
         .and_then(|()| check_hashes(&target.file.hashes, &digests, &target.path, &listed_in));
     if let Err(error) = checked {
