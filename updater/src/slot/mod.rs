@@ -6,6 +6,7 @@
 mod check;
 mod metadata;
 mod partition;
+pub mod space;
 mod stage;
 
 use std::path::{Path, PathBuf};
@@ -15,7 +16,7 @@ use crate::state::Slot;
 
 pub use check::{check_slot, CheckError};
 pub use partition::{ImageStats, PartitionError, PartitionSlots};
-pub use stage::{prepare, PreparedStage, StageError, StageStats};
+pub use stage::{check_cache_room, prepare, PreparedStage, StageError, StageStats};
 
 /// Name of the symlink that points at the active slot.
 pub const CURRENT_LINK: &str = "current";
@@ -41,12 +42,6 @@ impl DirectorySlots {
 
     pub fn current_link(&self) -> PathBuf {
         self.base.join(CURRENT_LINK)
-    }
-
-    /// Scratch directory for files being written, on the same file system as
-    /// the slots so a rename moves them into place.
-    pub fn scratch_dir(&self) -> PathBuf {
-        self.base.join(".tender-scratch")
     }
 
     /// Reads which slot `current` points to; `None` when the link is missing

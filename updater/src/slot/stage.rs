@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::metadata;
+use super::space::{self, Room};
 use super::DirectorySlots;
 use crate::format::chunk::{decode_chunk, ChunkError};
 use crate::format::limits::MAX_STORED_CHUNK_BYTES;
@@ -37,6 +38,12 @@ pub enum StageError {
     Delta(#[from] crate::delta::DeltaError),
     #[error("file {path:?} rebuilt from its chunks hashes to {actual}, but the manifest says {expected}")]
     FileDigest { path: String, expected: Sha256Digest, actual: Sha256Digest },
+    #[error("{what} at {} cannot be written: {source}; remount it read-write or fix its permissions, then install again", path.display())]
+    NotWritable { what: String, path: PathBuf, source: std::io::Error },
+    #[error("{what} at {} has {available} free but staging needs {needed}; free space on that filesystem, then install again", path.display())]
+    NoSpace { what: String, path: PathBuf, available: String, needed: String },
+    #[error("{what} at {} ran out of space ({source}); its partial data was removed; free space on that filesystem, then install again", path.display())]
+    OutOfSpace { what: String, path: PathBuf, source: Box<StageError> },
 }
 
 fn io_error<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(std::io::Error) -> StageError + 'p {
@@ -87,6 +94,7 @@ struct LocalChunk {
 /// A staging plan whose chunks were all fetched and verified.
 pub struct PreparedStage<'m> {
     manifest: &'m Manifest,
+    slot: Slot,
     slot_dir: PathBuf,
     scratch: PathBuf,
     active_dir: Option<PathBuf>,
@@ -163,8 +171,128 @@ pub fn prepare<'m>(
         }
     }
 
+    check_slot_room(manifest, &slot_dir, target, &plans)?;
+
+    let fetched = fetch_missing(manifest, active, active_dir.as_deref(), source, cache_dir, delta, &local_chunks, pending, &mut plans, &mut stats);
+    match fetched {
+        Err(error) if space::is_storage_full(&error) => {
+            space::empty_dir(cache_dir);
+            return Err(StageError::OutOfSpace { what: "the download cache".to_owned(), path: cache_dir.to_owned(), source: Box::new(error) });
+        }
+        other => other?,
+    }
+
+    Ok(PreparedStage {
+        manifest,
+        slot: target,
+        slot_dir: slot_dir.clone(),
+        scratch: slot_dir.join(SCRATCH_DIR),
+        active_dir,
+        plans,
+        local_chunks,
+        cache_dir: cache_dir.to_owned(),
+        stats,
+    })
+}
+
+/// Name of the directory inside the slot where files are written before
+/// they are renamed into place; inside, so the rename never crosses
+/// filesystems when the slot is a mount of its own.
+const SCRATCH_DIR: &str = ".tender-scratch";
+
+/// Checks, before anything is written, that the inactive slot is writable
+/// and has room for the files the plan writes. Files the write replaces or
+/// removes count as free, except the largest replaced one, whose blocks are
+/// freed only after its new copy is complete.
+fn check_slot_room(manifest: &Manifest, slot_dir: &Path, target: Slot, plans: &HashMap<String, FilePlan>) -> Result<(), StageError> {
+    let what = || format!("slot {target}");
+    space::check_writable(slot_dir).map_err(|e| StageError::NotWritable { what: what(), path: slot_dir.to_owned(), source: e })?;
+    let room = space::room(slot_dir).map_err(io_error("measure free space of", slot_dir))?;
+    let written: HashMap<&str, u64> = manifest
+        .entries
+        .iter()
+        .filter_map(|entry| match &entry.kind {
+            EntryKind::File { size, .. } if !matches!(plans.get(&entry.path), Some(FilePlan::Keep)) => Some((entry.path.as_str(), *size)),
+            _ => None,
+        })
+        .collect();
+    let needed: u64 = written.values().map(|size| room.blocks_of(*size)).sum();
+    let (freed, largest_replaced) = freed_by_write(slot_dir, &written, plans, room);
+    let required = needed.saturating_sub(freed) + largest_replaced;
+    if required > room.available {
+        return Err(StageError::NoSpace {
+            what: what(),
+            path: slot_dir.to_owned(),
+            available: space::size_text(room.available),
+            needed: space::size_text(required),
+        });
+    }
+    Ok(())
+}
+
+/// Blocks of the files in the inactive slot that the write replaces or
+/// removes, and the blocks of the largest replaced file. Hard links count once.
+fn freed_by_write(slot_dir: &Path, written: &HashMap<&str, u64>, plans: &HashMap<String, FilePlan>, room: Room) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = HashSet::new();
+    let (mut freed, mut largest_replaced) = (0, 0);
+    for item in walkdir::WalkDir::new(slot_dir).min_depth(1).into_iter().filter_map(Result::ok) {
+        let Ok(meta) = item.metadata() else { continue };
+        if !meta.is_file() || !seen.insert((meta.dev(), meta.ino())) {
+            continue;
+        }
+        let Ok(relative) = item.path().strip_prefix(slot_dir) else { continue };
+        let relative = relative.to_string_lossy();
+        if matches!(plans.get(relative.as_ref()), Some(FilePlan::Keep)) {
+            continue;
+        }
+        let blocks = room.blocks_of(meta.len());
+        freed += blocks;
+        if written.contains_key(relative.as_ref()) {
+            largest_replaced = largest_replaced.max(blocks);
+        }
+    }
+    (freed, largest_replaced)
+}
+
+/// Checks that the download cache has room for the chunks still to fetch;
+/// a chunk is briefly held twice, as a partial download and as its cached copy.
+pub fn check_cache_room(cache_dir: &Path, needed: &[ChunkRef]) -> Result<(), StageError> {
+    let room = space::room(cache_dir).map_err(io_error("measure free space of", cache_dir))?;
+    let missing: Vec<u64> = needed
+        .iter()
+        .filter(|chunk| !cache_dir.join(format!("{}.zst", chunk.digest)).exists())
+        .map(|chunk| room.blocks_of(stored_limit(chunk)))
+        .collect();
+    let required = missing.iter().sum::<u64>() + missing.iter().max().copied().unwrap_or(0);
+    if required > room.available {
+        return Err(StageError::NoSpace {
+            what: "the download cache".to_owned(),
+            path: cache_dir.to_owned(),
+            available: space::size_text(room.available),
+            needed: space::size_text(required),
+        });
+    }
+    Ok(())
+}
+
+/// Rebuilds files from the delta pack and downloads every chunk the robot
+/// lacks into the cache, verified, choosing each pending file's plan.
+#[allow(clippy::too_many_arguments)]
+fn fetch_missing(
+    manifest: &Manifest,
+    active: Option<(Slot, &Manifest)>,
+    active_dir: Option<&Path>,
+    source: &mut dyn ReleaseSource,
+    cache_dir: &Path,
+    delta: Option<&DeltaPack>,
+    local_chunks: &HashMap<Sha256Digest, LocalChunk>,
+    pending: Vec<(&str, &Sha256Digest, &Vec<ChunkRef>)>,
+    plans: &mut HashMap<String, FilePlan>,
+    stats: &mut StageStats,
+) -> Result<(), StageError> {
     let mut from_delta = HashMap::new();
-    if let (Some(pack), Some((_, active_manifest)), Some(dir)) = (delta, active, &active_dir) {
+    if let (Some(pack), Some((_, active_manifest)), Some(dir)) = (delta, active, active_dir) {
         stats.delta_bytes = pack.length();
         let wanted: HashSet<Sha256Digest> = pending.iter().map(|(_, digest, _)| **digest).collect();
         from_delta = pack.rebuild_files(manifest, active_manifest, dir, &cache_dir.join("delta-files"), |digest| wanted.contains(digest))?;
@@ -197,6 +325,7 @@ pub fn prepare<'m>(
     stats.bytes_planned = needed.iter().map(|chunk| chunk.stored).sum();
     tracing::info!(chunks = needed.len(), bytes = stats.bytes_planned, "chunks the robot lacks");
     if remote {
+        check_cache_room(cache_dir, &needed)?;
         let missing: Vec<(Sha256Digest, u64)> = needed
             .iter()
             .filter(|chunk| !cache_dir.join(format!("{}.zst", chunk.digest)).exists())
@@ -239,27 +368,36 @@ pub fn prepare<'m>(
         bytes_fetched = stats.bytes_fetched,
         "staging plan ready"
     );
-
-    Ok(PreparedStage {
-        manifest,
-        slot_dir,
-        scratch: slots.scratch_dir(),
-        active_dir,
-        plans,
-        local_chunks,
-        cache_dir: cache_dir.to_owned(),
-        stats,
-    })
+    Ok(())
 }
 
 impl PreparedStage<'_> {
     /// Rewrites the inactive slot to match the manifest. The caller has
     /// persisted that this slot is being staged.
+    ///
+    /// On failure the scratch directory goes. When the slot's filesystem
+    /// is full, the slot is emptied as well: its partial release is of no
+    /// use and holds the space the next attempt needs.
     pub fn write(mut self, source: &mut dyn ReleaseSource) -> Result<StageStats, StageError> {
+        match self.write_entries(source) {
+            Ok(()) => Ok(self.stats),
+            Err(error) => {
+                let _ = fs::remove_dir_all(&self.scratch);
+                if !space::is_storage_full(&error) {
+                    return Err(error);
+                }
+                space::empty_dir(&self.slot_dir);
+                Err(StageError::OutOfSpace { what: format!("slot {}", self.slot), path: self.slot_dir.clone(), source: Box::new(error) })
+            }
+        }
+    }
+
+    fn write_entries(&mut self, source: &mut dyn ReleaseSource) -> Result<(), StageError> {
         let slot_dir = self.slot_dir.clone();
         fs::create_dir_all(&slot_dir).map_err(io_error("create slot", &slot_dir))?;
-        fs::create_dir_all(&self.scratch).map_err(io_error("create scratch directory", &self.scratch))?;
+        // A scratch directory left by a crash is removed here with the rest.
         self.remove_unwanted()?;
+        fs::create_dir_all(&self.scratch).map_err(io_error("create scratch directory", &self.scratch))?;
 
         for entry in &self.manifest.entries {
             let path = slot_dir.join(&entry.path);
@@ -311,6 +449,7 @@ impl PreparedStage<'_> {
                 }
             }
         }
+        fs::remove_dir(&self.scratch).map_err(io_error("remove scratch directory", &self.scratch))?;
         // Directory times change while their contents are written, so they
         // are set last, deepest first.
         for entry in self.manifest.entries.iter().rev() {
@@ -331,7 +470,6 @@ impl PreparedStage<'_> {
             xattrs: Default::default(),
         };
         metadata::apply(&slot_dir, &root_entry, false).map_err(io_error("set metadata of", &slot_dir))?;
-        let _ = fs::remove_dir(&self.scratch);
         // Every file was synced before its rename; the directories that
         // received the renames are synced last, deepest first.
         for entry in self.manifest.entries.iter().rev() {
@@ -343,7 +481,7 @@ impl PreparedStage<'_> {
         if let Some(parent) = slot_dir.parent() {
             sync_directory(parent)?;
         }
-        Ok(self.stats)
+        Ok(())
     }
 
     /// Removes whatever in the slot the manifest does not list with the same
