@@ -195,3 +195,39 @@ fn partition_unwritable_or_full_rejected() {
         drop(tmpfs);
     }
 }
+
+#[test]
+fn partition_device_fills_up_during_write() {
+    let images = images();
+    let image_bytes = fs::metadata(images.dir.path().join("tree-1.0.0/rootfs.img")).expect("image").len();
+    let loader = Loader::Uboot;
+    let robot = partition_robot(&loader);
+    let devices = robot.path("dev");
+    for slot in ["a", "b"] {
+        fs::remove_file(devices.join(format!("slot-{slot}.img"))).expect("remove device");
+    }
+    // Slot b's last 64 KiB are allocated, so the room check counts them as
+    // written, but the image goes to the unallocated start of the device.
+    const ALLOCATED: u64 = 64 * 1024;
+    let spare = ALLOCATED / 2;
+    let size = (ALLOCATED + image_bytes - spare).div_ceil(4096) * 4096;
+    let _tmpfs = Tmpfs::mount(&devices, &format!("size={size}"));
+    let device_bytes = common::partition::DEVICE_BYTES as u64;
+    for slot in ["a", "b"] {
+        let file = fs::File::create(devices.join(format!("slot-{slot}.img"))).expect("device");
+        file.set_len(device_bytes).expect("sparse device");
+    }
+    let mut tail = fs::OpenOptions::new().write(true).open(devices.join("slot-b.img")).expect("device");
+    std::io::Seek::seek(&mut tail, std::io::SeekFrom::Start(device_bytes - ALLOCATED)).expect("seek");
+    std::io::Write::write_all(&mut tail, &vec![0xa5; ALLOCATED as usize]).expect("allocate the tail");
+    drop(tail);
+
+    let env_before = loader.read(&robot);
+    let line = error_line(&robot.tenderd(&["install", &images.bundles["1.0.0"].display().to_string()]), "device fills up");
+    assert!(line.contains("slot b device"), "{line}");
+    assert!(line.contains("ran out of space after"), "{line}");
+    assert_eq!(loader.read(&robot), env_before, "the boot environment changed");
+    let status = robot.status();
+    assert_eq!(status["slot_b"], serde_json::Value::Null, "{status}");
+    assert_eq!(status["state"], "failed", "{status}");
+}
