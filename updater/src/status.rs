@@ -155,9 +155,7 @@ mod tests {
     #[test]
     fn boot_line_marks_each_partition_slot() {
         let release = |version: &str| SlotRelease { name: "ecar".to_owned(), version: version.parse().expect("version"), digest: Sha256Digest::of(version.as_bytes()) };
-        let mut state = State::default();
-        state.slot_a = Some(release("1.0.0"));
-        state.slot_b = Some(release("1.0.1"));
+        let mut state = State { slot_a: Some(release("1.0.0")), slot_b: Some(release("1.0.1")), ..State::default() };
         let boot = BootStatus { slot: Some(Slot::B), trial: Some(Slot::B), bad: Vec::new(), boot_count: 1, boot_limit: 3 };
         let text = Status::new(&state, &DirectorySlots::new(std::path::Path::new("/nonexistent"))).with_boot(Some(boot)).to_text();
         assert!(text.contains("slot b (a: good, b: trial), boot 1 of 3"), "{text}");
