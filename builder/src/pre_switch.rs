@@ -22,18 +22,18 @@ use crate::scan::{FileContent, ScannedTree, TreeKind};
 /// Checks that the files the robot will look for before the switch are in
 /// the tree or in the recipe's `pre_switch.image`.
 pub(crate) fn check_pre_switch(recipe: &Recipe, tree: &ScannedTree) -> Result<(), ReleaseError> {
-    let wanted = pre_switch_paths(recipe);
-    if wanted.is_empty() {
+    let robot_paths = pre_switch_paths(recipe);
+    if robot_paths.is_empty() {
         return Ok(());
     }
     match &recipe.pre_switch.image {
-        Some(image) => check_in_image(recipe, tree, image, &wanted),
-        None => check_in_tree(recipe, tree, &wanted),
+        Some(image) => check_in_image(recipe, tree, image, &robot_paths),
+        None => check_in_tree(recipe, tree, &robot_paths),
     }
 }
 
-/// The paths the robot checks, each with the recipe field that names it:
-/// the required files, and the `{slot}/` arguments of the self-test.
+/// Lists the paths the robot checks, each with the recipe field that names
+/// it: the required files, and the `{slot}/` arguments of the self-test.
 fn pre_switch_paths(recipe: &Recipe) -> Vec<(String, &str)> {
     let required = recipe
         .pre_switch
@@ -50,10 +50,10 @@ fn pre_switch_paths(recipe: &Recipe) -> Vec<(String, &str)> {
     required.chain(self_test).collect()
 }
 
-fn check_in_tree(recipe: &Recipe, tree: &ScannedTree, wanted: &[(String, &str)]) -> Result<(), ReleaseError> {
+fn check_in_tree(recipe: &Recipe, tree: &ScannedTree, robot_paths: &[(String, &str)]) -> Result<(), ReleaseError> {
     let paths: BTreeSet<&str> = tree.entries.iter().map(|e| e.path.as_str()).collect();
     let image = top_level_image(tree);
-    for (field, entry) in wanted {
+    for (field, entry) in robot_paths {
         if paths.contains(entry) {
             continue;
         }
@@ -84,7 +84,7 @@ fn top_level_image(tree: &ScannedTree) -> Option<(String, FsType)> {
     })
 }
 
-fn check_in_image(recipe: &Recipe, tree: &ScannedTree, image: &str, wanted: &[(String, &str)]) -> Result<(), ReleaseError> {
+fn check_in_image(recipe: &Recipe, tree: &ScannedTree, image: &str, robot_paths: &[(String, &str)]) -> Result<(), ReleaseError> {
     let not_a_file = || ReleaseError::MissingInTree { recipe: recipe.path.clone(), field: "pre_switch.image".to_owned(), entry: image.to_owned() };
     let content = image_content(tree, image).ok_or_else(not_a_file)?;
     let (path, _copy) = match content {
@@ -106,7 +106,7 @@ fn check_in_image(recipe: &Recipe, tree: &ScannedTree, image: &str, wanted: &[(S
             return Ok(());
         }
     };
-    let entries: Vec<&str> = wanted.iter().map(|(_, entry)| *entry).collect();
+    let entries: Vec<&str> = robot_paths.iter().map(|(_, entry)| *entry).collect();
     let found = match find_in_image(fs_type, &path, &entries) {
         Ok(found) => found,
         Err(ToolError::NotInstalled { tool, package }) => {
@@ -118,7 +118,7 @@ fn check_in_image(recipe: &Recipe, tree: &ScannedTree, image: &str, wanted: &[(S
         }
         Err(ToolError::Failed { tool, detail }) => return Err(image_error(format!("{tool} cannot read it as {fs_type}: {detail}"))),
     };
-    for ((field, entry), present) in wanted.iter().zip(found) {
+    for ((field, entry), present) in robot_paths.iter().zip(found) {
         if !present {
             return Err(ReleaseError::MissingInImage {
                 recipe: recipe.path.clone(),
@@ -129,7 +129,7 @@ fn check_in_image(recipe: &Recipe, tree: &ScannedTree, image: &str, wanted: &[(S
             });
         }
     }
-    tracing::info!(image, %fs_type, paths = wanted.len(), "pre-switch paths found inside the image");
+    tracing::info!(image, %fs_type, paths = robot_paths.len(), "pre-switch paths found inside the image");
     Ok(())
 }
 
@@ -174,7 +174,8 @@ fn find_in_image(fs_type: FsType, image: &Path, entries: &[&str]) -> Result<Vec<
             .iter()
             .map(|entry| {
                 // NOTE: dump.erofs 1.5 exits 0 for a missing path and prints
-                // nothing on stdout; a present path prints its inode.
+                // nothing on stdout. A present path prints its inode. Later
+                // versions are untested here.
                 let output = run_tool("dump.erofs", "erofs-utils", Command::new("dump.erofs").arg(format!("--path=/{entry}")).arg(image))?;
                 Ok(!output.stdout.trim().is_empty())
             })
@@ -244,7 +245,7 @@ mod tests {
         TreeEntry { path: path.to_owned(), kind: TreeKind::File { size: 0, content }, mode: 0o644, uid: 0, gid: 0, xattrs: Default::default() }
     }
 
-    /// A release tree of an image release: the image and a `VERSION` file.
+    /// Builds the release tree of an image release: the image and a `VERSION` file.
     fn image_tree(image: &Path) -> ScannedTree {
         ScannedTree {
             entries: vec![file("VERSION", FileContent::Memory(b"1.0.0".to_vec())), file("rootfs.img", FileContent::Disk(image.to_owned()))],

@@ -149,8 +149,8 @@ pub struct PreSwitchSettings {
     pub self_test_timeout: Duration,
     /// Release file that is the filesystem image of partition slots, such
     /// as `rootfs.img`. When set, the required files and the `{slot}/`
-    /// paths of the self-test are paths inside the image, as a robot with
-    /// partition slots sees them, and `tender release` looks for them there.
+    /// paths of the self-test are paths inside the image, where a robot with
+    /// partition slots looks for them, and `tender release` checks them there.
     pub image: Option<String>,
 }
 

@@ -52,7 +52,7 @@ pub fn expand(argv: &[String], values: &[(&str, &str)]) -> Vec<String> {
 /// Runs `argv` in `cwd`, kills it after `timeout`, and keeps the end of its
 /// combined output for the message. The command runs in a process group of
 /// its own, and a timeout kills the whole group, so a shell's children do
-/// not outlive it (and keep a mounted slot busy).
+/// not outlive it and keep a mounted slot busy.
 pub fn run(argv: &[String], cwd: Option<&Path>, timeout: Duration) -> Outcome {
     let Some((program, args)) = argv.split_first() else {
         return Outcome::NotStarted { reason: "the command is empty".to_owned() };

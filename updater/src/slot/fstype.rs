@@ -4,7 +4,7 @@
 
 use std::io::Read;
 
-/// Bytes read from the start of an image to find its type; the ext4 and
+/// Bytes read from the start of an image to find its type. The ext4 and
 /// erofs superblocks start at byte 1024.
 pub const PROBE_BYTES: usize = 2048;
 
@@ -27,8 +27,8 @@ impl FsType {
         }
     }
 
-    /// Recognises the type from the first bytes of an image; `None` for
-    /// anything else, including a probe too short to tell.
+    /// Recognises the type from the first bytes of an image. Returns `None`
+    /// for any other content and for a probe too short to tell.
     pub fn detect(probe: &[u8]) -> Option<Self> {
         let le16 = |at: usize| probe.get(at..at + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
         let le32 = |at: usize| probe.get(at..at + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));

@@ -16,7 +16,7 @@ pub const DEFAULT_MOUNT_COMMAND: [&str; 7] = ["mount", "-t", "{type}", "-o", "{o
 /// Default `slots.unmount_command`.
 pub const DEFAULT_UNMOUNT_COMMAND: [&str; 2] = ["umount", "{mount_point}"];
 
-/// Options of every mount; `loop` is added for a slot that is a regular file.
+/// Options of every mount. `loop` is added for a slot that is a regular file.
 const MOUNT_OPTIONS: &str = "ro,nodev,nosuid";
 /// Time after which a mount or unmount command is killed.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
@@ -42,7 +42,7 @@ pub enum MountError {
 
 /// The commands that mount a slot read-only and unmount it. Their
 /// placeholders are `{device}`, `{mount_point}`, `{type}` (`ext4`, `erofs`,
-/// `squashfs`, or `auto` when the image is none of them) and `{options}`.
+/// `squashfs`, or `auto` for any other image) and `{options}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountCommands {
     pub mount: Vec<String>,
@@ -59,7 +59,7 @@ impl Default for MountCommands {
 }
 
 impl MountCommands {
-    /// Checks that each command names what it needs; the error is a message
+    /// Checks that each command names what it needs. The error is a message
     /// for the configuration error.
     pub fn validate(&self) -> Result<(), String> {
         let names = |argv: &[String], placeholder: &str| argv.iter().any(|arg| arg.contains(placeholder));
@@ -123,8 +123,8 @@ fn default_for(field: &str) -> &'static [&'static str] {
     }
 }
 
-/// A mounted slot. [`SlotMount::unmount`] reports a failed unmount; a
-/// mount dropped without it is unmounted and a failure only logged.
+/// A mounted slot. [`SlotMount::unmount`] reports a failed unmount. A
+/// mount dropped without it is unmounted too, and a failure is only logged.
 #[derive(Debug)]
 pub struct SlotMount<'c> {
     unmount: &'c [String],
@@ -158,7 +158,7 @@ impl Drop for SlotMount<'_> {
     }
 }
 
-/// Returns the file system of the device, from its first bytes.
+/// Detects the file system of the device from its first bytes.
 fn probe(slot: Slot, device: &Path) -> Result<Option<FsType>, MountError> {
     let probe_error = |source| MountError::Probe { slot, device: device.to_owned(), source };
     let mut file = std::fs::File::open(device).map_err(probe_error)?;
@@ -209,7 +209,7 @@ fn unmount(command_template: &[String], mount_point: &Path) -> Result<(), MountE
     }
 }
 
-/// Removes an empty mount point; what is left is only logged, because the
+/// Removes an empty mount point. A failure is only logged, because the
 /// checks themselves are done.
 fn remove_mount_point(mount_point: &Path) {
     if let Err(error) = std::fs::remove_dir(mount_point) {

@@ -12,10 +12,10 @@ use crate::command;
 use crate::format::{Manifest, PreSwitch};
 use crate::state::Slot;
 
-/// Directory below the state directory that holds the mount points.
+/// Directory below the state directory that contains the mount points.
 const MOUNT_DIR: &str = "mnt";
 
-/// How the required files are looked up below the checked directory.
+/// Path resolution of the required files below the checked directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Lookup {
     /// As ordinary paths: a directory slot's absolute symlinks point into
@@ -89,7 +89,7 @@ fn entry_exists(dir: &Path, relative: &str, lookup: Lookup) -> bool {
     };
     match openat2(&root, relative, OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty(), ResolveFlags::IN_ROOT) {
         Ok(_) => true,
-        // Kernels before 5.6 have no openat2; resolve as an ordinary path there.
+        // Kernels before 5.6 have no openat2, so the path resolves as an ordinary one there.
         Err(rustix::io::Errno::NOSYS) => std::fs::symlink_metadata(dir.join(relative)).is_ok(),
         Err(_) => false,
     }
