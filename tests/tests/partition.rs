@@ -195,7 +195,7 @@ fn robot_mounts(robot: &Robot) -> Vec<String> {
     fs::read_to_string("/proc/self/mountinfo").expect("mountinfo").lines().filter(|line| line.contains(&root)).map(str::to_owned).collect()
 }
 
-/// Files a refused install may change: the state with its history, the
+/// Files a rejected install may change: the state with its history, the
 /// metrics, the inactive slot that was written and its manifest copy.
 fn changed_files(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>, robot: &Robot) -> Vec<String> {
     let allowed = ["var/lib/tender/state.json", "var/lib/tender/metrics.json", "var/lib/tender/manifests/slot-a.json", "dev/slot-a.img"]
@@ -210,10 +210,10 @@ fn state(robot: &Robot) -> serde_json::Value {
     serde_json::from_slice(&fs::read(robot.path("var/lib/tender/state.json")).expect("state.json")).expect("state JSON")
 }
 
-/// Installs `bundle`, expects it to be refused with a one-line message that
+/// Installs `bundle`, expects it to be rejected with a one-line message that
 /// contains `expected`, and checks that the boot selection, the active slot
 /// and the committed release did not change and that nothing stays mounted.
-fn expect_refused(robot: &Robot, loader: &Loader, bundle: &Path, expected: &str) {
+fn expect_rejected(robot: &Robot, loader: &Loader, bundle: &Path, expected: &str) {
     let case = bundle.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
     let before = snapshot(robot);
     let vars_before = loader.read(robot);
@@ -277,18 +277,18 @@ fn pre_switch_checks_run_inside_the_mounted_image() {
     recover(&robot);
     assert_eq!(robot.status()["state"], "committed");
 
-    expect_refused(&robot, &loader, &images.bundles["1.0.1"], "self-test \"sh -c echo encoder 2 is silent; exit 3\" failed");
-    expect_refused(&robot, &loader, &images.bundles["1.0.1"], "encoder 2 is silent");
-    expect_refused(&robot, &loader, &images.bundles["1.0.2"], "required file \"VERSION\" is missing from the image in slot a");
-    expect_refused(&robot, &loader, &images.bundles["1.0.3"], "timed out after 1s");
+    expect_rejected(&robot, &loader, &images.bundles["1.0.1"], "self-test \"sh -c echo encoder 2 is silent; exit 3\" failed");
+    expect_rejected(&robot, &loader, &images.bundles["1.0.1"], "encoder 2 is silent");
+    expect_rejected(&robot, &loader, &images.bundles["1.0.2"], "required file \"VERSION\" is missing from the image in slot a");
+    expect_rejected(&robot, &loader, &images.bundles["1.0.3"], "timed out after 1s");
 
-    // A mount command that fails refuses the install in the same way.
+    // A mount command that fails rejects the install in the same way.
     let config = robot.path("etc/tender/updater.toml");
     let original = fs::read_to_string(&config).expect("config");
     let failing_mount = "mount_command = [\"sh\", \"-c\", \"echo mount: wrong fs type >&2; exit 32\", \"mount\", \"{device}\", \"{mount_point}\"]\n";
     fs::write(&config, original.replace("image = \"rootfs.img\"\n", &format!("image = \"rootfs.img\"\n{failing_mount}"))).expect("config");
-    expect_refused(&robot, &loader, &images.bundles["1.0.4"], "cannot mount slot a device");
-    expect_refused(&robot, &loader, &images.bundles["1.0.4"], "wrong fs type");
+    expect_rejected(&robot, &loader, &images.bundles["1.0.4"], "cannot mount slot a device");
+    expect_rejected(&robot, &loader, &images.bundles["1.0.4"], "wrong fs type");
 
     // With the default mount command again, the next release installs.
     fs::write(&config, original).expect("config");

@@ -14,8 +14,8 @@ use super::{bin, expect_success, fixture, run, workspace_root};
 pub const DEVICE_BYTES: usize = 4 << 20;
 pub const ENV_BYTES: u64 = 0x4000;
 
-/// A recipe for an image tree, with `pre_switch` as the lines of its
-/// `[pre_switch]` section.
+/// Returns a recipe for an image tree, with `pre_switch` as the lines of
+/// its `[pre_switch]` section.
 pub fn image_recipe(health: &str, pre_switch: &str) -> String {
     format!(
         "name = \"ecar-4wd4ws\"\ncompatible = \"ecar-4wd4ws\"\nprefix = \"/opt/ecar\"\nruntime_path = \"/opt/ecar/current\"\n\
@@ -24,7 +24,7 @@ pub fn image_recipe(health: &str, pre_switch: &str) -> String {
     )
 }
 
-/// Image releases as bundles, and the directory that holds their trees.
+/// Image releases as bundles, and the directory that contains their trees.
 pub struct Images {
     pub dir: tempfile::TempDir,
     pub bundles: BTreeMap<&'static str, PathBuf>,
@@ -39,8 +39,8 @@ pub struct ImageSpec {
     pub pre_switch: &'static str,
 }
 
-/// Image releases 1.0.0 (healthy), 1.0.1 (fails its health check) and
-/// 1.0.2 (healthy), without pre-switch checks.
+/// Builds image releases 1.0.0 (healthy), 1.0.1 (fails its health check)
+/// and 1.0.2 (healthy), without pre-switch checks.
 pub fn images() -> Images {
     image_releases(&[
         ImageSpec { version: "1.0.0", source_version: "1.0.0", health: "true", pre_switch: "" },
@@ -50,7 +50,7 @@ pub fn images() -> Images {
 }
 
 /// Packs each spec's fixture release into an erofs image with `tender
-/// fs-image` and releases the image tree, which also holds a `VERSION` file.
+/// fs-image` and releases the image tree, which also contains a `VERSION` file.
 pub fn image_releases(specs: &[ImageSpec]) -> Images {
     let fixture = fixture();
     let dir = tempfile::tempdir().expect("tempdir");
