@@ -290,8 +290,14 @@ fn pre_switch_checks_run_inside_the_mounted_image() {
     expect_rejected(&robot, &loader, &images.bundles["1.0.4"], "cannot mount slot a device");
     expect_rejected(&robot, &loader, &images.bundles["1.0.4"], "wrong fs type");
 
-    // With the default mount command again, the next release installs.
+    // With the default mount command again, the next release installs, and
+    // a mount that a killed tenderd left at the mount point is replaced.
     fs::write(&config, original).expect("config");
+    let leftover = robot.path("var/lib/tender/mnt/slot-a");
+    fs::create_dir_all(&leftover).expect("mount point");
+    let output = common::run(std::process::Command::new("mount").args(["-o", "ro,loop"]).arg(robot.path("dev/slot-b.img")).arg(&leftover));
+    expect_success(&output, "mount a leftover");
+    assert_eq!(robot_mounts(&robot).len(), 1);
     let report = install(&robot, &images.bundles["1.0.4"]);
     assert_eq!(report["phase"], "trial", "{report}");
     assert_eq!(loader.read(&robot)["tender_slot"], "a");

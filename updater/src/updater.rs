@@ -629,6 +629,7 @@ impl Updater {
                 tracing::warn!(slot = ?target, "install was interrupted while staging; the active slot is unchanged");
                 if let Some(slot) = target {
                     state.set_slot_release(slot, None);
+                    self.unmount_leftover(slot);
                 }
                 state.phase = Phase::Failed;
                 state.target = None;

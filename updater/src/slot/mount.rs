@@ -83,11 +83,8 @@ impl MountCommands {
     pub fn mount_read_only(&self, slot: Slot, device: &Path, parent: &Path) -> Result<SlotMount<'_>, MountError> {
         let fs_type = probe(slot, device)?;
         let mount_point = parent.join(slot.dir_name());
+        self.unmount_leftover(slot, parent)?;
         prepare_mount_point(parent, &mount_point)?;
-        if is_mount_point(&mount_point) {
-            tracing::warn!(mount_point = %mount_point.display(), "unmounting a mount left by an earlier pre-switch check");
-            unmount(&self.unmount, &mount_point)?;
-        }
 
         let is_file = std::fs::metadata(device).is_ok_and(|metadata| metadata.is_file());
         let options = if is_file { format!("{MOUNT_OPTIONS},loop") } else { MOUNT_OPTIONS.to_owned() };
@@ -112,6 +109,20 @@ impl MountCommands {
             });
         }
         Ok(SlotMount { unmount: &self.unmount, mount_point, mounted: true })
+    }
+
+    /// Unmounts what a `tenderd` that was killed during the pre-switch
+    /// checks left mounted at `parent/slot-X`, and removes the mount point.
+    pub fn unmount_leftover(&self, slot: Slot, parent: &Path) -> Result<(), MountError> {
+        let mount_point = parent.join(slot.dir_name());
+        if is_mount_point(&mount_point) {
+            tracing::warn!(mount_point = %mount_point.display(), "unmounting a mount left by an earlier pre-switch check");
+            unmount(&self.unmount, &mount_point)?;
+        }
+        if mount_point.exists() {
+            remove_mount_point(&mount_point);
+        }
+        Ok(())
     }
 }
 

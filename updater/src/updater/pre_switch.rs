@@ -51,6 +51,15 @@ impl Updater {
             (Err(check), Err(unmount)) => Err(format!("{check}; {unmount}")),
         }
     }
+
+    /// Unmounts what an interrupted pre-switch check left mounted of
+    /// `slot`. A failure is only logged, because the next check tries again.
+    pub(super) fn unmount_leftover(&self, slot: Slot) {
+        let Some(partition) = &self.config.partition else { return };
+        if let Err(error) = partition.mount.unmount_leftover(slot, &self.config.state_dir.join(MOUNT_DIR)) {
+            tracing::error!(%error, slot = %slot, "cannot unmount the slot that an interrupted pre-switch check mounted");
+        }
+    }
 }
 
 /// Checks the required files below `dir`, then runs the self-test with
