@@ -127,10 +127,11 @@ fn output_tail(log: &mut std::fs::File) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn argv(items: &[&str]) -> Vec<String> {
+    /// Turns string literals into an argv.
+    pub(crate) fn argv(items: &[&str]) -> Vec<String> {
         items.iter().map(|s| s.to_string()).collect()
     }
 

@@ -21,7 +21,7 @@ const MOUNT_OPTIONS: &str = "ro,nodev,nosuid";
 /// Time after which a mount or unmount command is killed.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Unmount attempts, for a mount that a self-test's last process still
-/// holds for a moment after it was killed.
+/// uses for a moment after it was killed.
 const UNMOUNT_ATTEMPTS: u32 = 5;
 const UNMOUNT_RETRY_DELAY: Duration = Duration::from_millis(500);
 
@@ -231,10 +231,7 @@ fn remove_mount_point(mount_point: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn argv(items: &[&str]) -> Vec<String> {
-        items.iter().map(|s| s.to_string()).collect()
-    }
+    use crate::command::tests::argv;
 
     #[test]
     fn commands_need_their_placeholders() {
