@@ -30,6 +30,7 @@ use crate::state::{now_text, Phase, RejectedRelease, Slot, SlotRelease, State, S
 use crate::verify::VerifiedRelease;
 
 mod partition;
+mod pre_switch;
 
 /// Errors of install, commit and rollback. Each message is one line that
 /// names the value and what to do.
@@ -495,34 +496,6 @@ impl Updater {
         error
     }
 
-    /// Runs the release's pre-switch checks against the staged slot.
-    fn pre_switch_checks(&self, manifest: &Manifest, slot: Slot) -> Result<(), String> {
-        if self.config.partition.is_some() {
-            // TODO: mount the staged image read-only to run these checks.
-            tracing::info!("pre-switch checks skipped: the staged slot is a partition image");
-            return Ok(());
-        }
-        let slot_dir = self.slots.slot_dir(slot);
-        for required in &manifest.pre_switch.required_files {
-            if std::fs::symlink_metadata(slot_dir.join(required)).is_err() {
-                return Err(format!("required file {required:?} is missing from the staged slot"));
-            }
-        }
-        if manifest.pre_switch.self_test.is_empty() {
-            return Ok(());
-        }
-        let slot_text = slot_dir.display().to_string();
-        let argv = command::expand(&manifest.pre_switch.self_test, &[("slot", &slot_text)]);
-        let timeout = Duration::from_millis(manifest.pre_switch.self_test_timeout_ms);
-        let outcome = command::run(&argv, Some(&slot_dir), timeout);
-        tracing::info!(command = ?argv, outcome = %outcome.describe(), "pre-switch self-test");
-        if outcome.is_success() {
-            Ok(())
-        } else {
-            Err(format!("self-test {:?} {}", argv.join(" "), outcome.describe()))
-        }
-    }
-
     /// Backs up the configuration directory before a switch to `release`.
     fn backup_config(&self, release: &SlotRelease) -> Result<(), UpdateError> {
         let config = &self.config;
@@ -680,6 +653,7 @@ impl Updater {
                 tracing::warn!(slot = ?target, "install was interrupted while staging; the active slot is unchanged");
                 if let Some(slot) = target {
                     state.set_slot_release(slot, None);
+                    self.unmount_leftover(slot);
                 }
                 state.phase = Phase::Failed;
                 state.target = None;

@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 pub use command::CommandEnv;
-pub use config::{partition_setup, BootFile, PartitionSetup};
+pub use config::{partition_setup, BootFile, PartitionSetup, SlotDevices};
 pub use grub::GrubEnv;
 pub use uboot::{UbootCopy, UbootEnv};
 

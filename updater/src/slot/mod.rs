@@ -4,7 +4,9 @@
 //! atomically.
 
 mod check;
+mod fstype;
 mod metadata;
+mod mount;
 mod partition;
 pub mod space;
 mod stage;
@@ -15,6 +17,8 @@ use crate::fsutil::{replace_symlink, FsError};
 use crate::state::Slot;
 
 pub use check::{check_slot, CheckError};
+pub use fstype::FsType;
+pub use mount::{MountCommands, MountError, SlotMount};
 pub use partition::{ImageStats, PartitionError, PartitionSlots};
 pub use stage::{check_cache_room, prepare, PreparedStage, StageError, StageStats};
 
