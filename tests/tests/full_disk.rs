@@ -14,37 +14,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use common::mount::Tmpfs;
 use common::partition::{images, partition_robot, Loader};
 use common::robot::Robot;
 use common::{expect_success, fixture, stderr};
 use tender_e2e::fault_server::FaultServer;
-
-/// A tmpfs mounted over a directory, unmounted when dropped.
-struct Tmpfs {
-    dir: PathBuf,
-}
-
-impl Tmpfs {
-    /// Mounts a tmpfs with `options` (such as `size=64k`) over `dir`.
-    fn mount(dir: &Path, options: &str) -> Self {
-        fs::create_dir_all(dir).expect("mount point");
-        let output = Command::new("mount").args(["-t", "tmpfs", "-o", options, "tender-test"]).arg(dir).output().expect("run mount");
-        assert!(output.status.success(), "mount -t tmpfs -o {options} {}: {}", dir.display(), stderr(&output));
-        Self { dir: dir.to_owned() }
-    }
-
-    /// Makes the mount read-only.
-    fn read_only(&self) {
-        let output = Command::new("mount").args(["-o", "remount,ro"]).arg(&self.dir).output().expect("run mount");
-        assert!(output.status.success(), "remount {} read-only: {}", self.dir.display(), stderr(&output));
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.dir).output();
-    }
-}
 
 /// Returns the one error line of a failed `tenderd` run.
 fn error_line(output: &Output, case: &str) -> String {

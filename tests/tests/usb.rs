@@ -123,6 +123,31 @@ fn stick_falls_back_after_failed_trial() {
 }
 
 #[test]
+fn read_only_stick_installs_without_result_file() {
+    let fixture = fixture();
+    let robot = usb_robot("500ms");
+    let stick = robot.path("media/stick0");
+    let mount = common::mount::Tmpfs::mount(&stick, "size=16m");
+    let bundle = stick.join("ecar-4wd4ws-1.0.1.tender");
+    fs::copy(&fixture.bundle_101, &bundle).expect("copy 1.0.1");
+    mount.read_only();
+
+    let output = robot.tenderd(&["usb", "--once"]);
+    let printed = expect_success(&output, "tenderd usb --once from a read-only stick");
+    assert!(printed.contains("committed"), "{printed}");
+    assert!(common::stderr(&output).contains("the USB stick is read-only"), "{}", common::stderr(&output));
+    let mut result = bundle.as_os_str().to_owned();
+    result.push(".result.txt");
+    assert!(!std::path::Path::new(&result).exists());
+    assert_eq!(robot.status()["version"], "1.0.1");
+
+    // Without a result file the next scan finds the release installed already.
+    let again = expect_success(&robot.tenderd(&["usb", "--once"]), "second scan of the read-only stick");
+    assert!(again.contains("skipped"), "{again}");
+    assert!(again.contains("is not newer than the installed"), "{again}");
+}
+
+#[test]
 fn usb_without_mounts_is_an_error() {
     let robot = Robot::new(&fixture().keys);
     let output = robot.tenderd(&["usb", "--once"]);

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod forge;
+pub mod mount;
 pub mod ops;
 pub mod partition;
 pub mod robot;
