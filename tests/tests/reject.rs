@@ -77,6 +77,9 @@ fn flipped_bit_in_chunk_is_rejected() {
         }
     });
     assert_rejected(&robot, &bundle, "chunk");
+    let metrics: serde_json::Value =
+        serde_json::from_slice(&fs::read(robot.path("var/lib/tender/metrics.json")).expect("metrics.json")).expect("metrics JSON");
+    assert_eq!(metrics["verification_failures"], 1, "{metrics}");
 }
 
 #[test]

@@ -193,6 +193,8 @@ pub fn is_verification_failure(error: &UpdateError) -> bool {
                 | TufError::WriteTarget { .. }
                 | TufError::FetchTarget { .. }
         ),
+        UpdateError::Stage(crate::slot::StageError::Chunk(_) | crate::slot::StageError::FileDigest { .. }) => true,
+        UpdateError::Partition(crate::slot::PartitionError::Chunk(_)) => true,
         _ => false,
     }
 }

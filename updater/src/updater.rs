@@ -356,6 +356,23 @@ impl Updater {
         release: &VerifiedRelease,
         options: &InstallOptions,
     ) -> Result<StageReport, UpdateError> {
+        let staged = self.stage_verified(source, release, options);
+        if let Err(error) = &staged {
+            // A chunk or file that fails its digest while staging counts like
+            // a release that fails verification.
+            if crate::metrics::is_verification_failure(error) {
+                crate::metrics::update(&self.config.state_dir, |c| c.verification_failures += 1);
+            }
+        }
+        staged
+    }
+
+    fn stage_verified(
+        &self,
+        source: &mut dyn ReleaseSource,
+        release: &VerifiedRelease,
+        options: &InstallOptions,
+    ) -> Result<StageReport, UpdateError> {
         self.recover()?;
         let mut state = self.load_state()?;
         self.check_eligible(&state, release, options)?;

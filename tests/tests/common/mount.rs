@@ -1,6 +1,6 @@
 //! A tmpfs mounted over a directory of a simulated robot, to give it a
-//! small, full or read-only filesystem. Mounting needs root, as the tests
-//! run in CI.
+//! small, full or read-only filesystem. Mounting needs root, which the
+//! tests have here and in CI.
 
 use std::fs;
 use std::path::{Path, PathBuf};
