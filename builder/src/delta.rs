@@ -9,11 +9,10 @@
 //! back from the repository's chunk store.
 //!
 //! A file larger than [`MAX_GROUP_BYTES`], or whose base is, is cut into
-//! windows of [`WINDOW_BYTES`] ([`plan_windows`]), each compressed with the
-//! base's bytes around the same offset as its reference. Filesystem images
-//! change mostly in place, so that region holds most of what a window
-//! needs. Only the chunks of one window and of its reference are in memory
-//! at a time.
+//! windows of [`WINDOW_BYTES`] ([`plan_windows`]), each compressed with a
+//! reference of at most [`MAX_GROUP_BYTES`] chosen from the base by the
+//! blocks they share (module `window`). Only one window, its reference and
+//! an index of the base's blocks are in memory at a time.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
@@ -26,6 +25,11 @@ use tender_updater::format::delta::{
 };
 use tender_updater::format::layout::repo_chunk_path;
 use tender_updater::format::{ChunkRef, EntryKind, Manifest, Sha256Digest};
+
+mod window;
+
+pub use window::{plan_windows, WINDOW_BYTES};
+use window::{select_reference, BlockIndex};
 
 /// Failures to write a pack.
 #[derive(Debug, thiserror::Error)]
@@ -57,14 +61,6 @@ pub struct WrittenDelta {
     pub groups: usize,
 }
 
-/// Bytes of a large file that one window rebuilds. On ext4 (400 MiB) and
-/// erofs (221 MiB) images of the two Debian 12 minbase trees of the
-/// benchmarks, with `zstd -9 --patch-from` run on each window, 32 MiB
-/// windows with the base at the same offset took 71.0 MB and 58.6 MB;
-/// 16 MiB windows with a 32 MiB reference centered on them took 72.6 MB
-/// and 66.8 MB.
-pub const WINDOW_BYTES: u64 = MAX_GROUP_BYTES;
-
 /// Size from which a file gets a group of its own. A partition robot has
 /// only the old image, not the other old files, so it can apply the
 /// image's group only when no other file shares its reference.
@@ -82,13 +78,13 @@ struct Candidate<'a> {
 impl Candidate<'_> {
     /// Bytes the candidate adds to its group's output.
     fn output_bytes(&self) -> u64 {
-        self.window.map_or(self.size, |window| window.length)
+        self.window.as_ref().map_or(self.size, |window| window.length)
     }
 
     /// Bytes the candidate adds to its group's reference.
     fn reference_bytes(&self) -> u64 {
-        match (self.window, self.base) {
-            (Some(window), _) => window.base_length,
+        match (&self.window, self.base) {
+            (Some(window), _) => window.base_length(),
             (None, Some((_, _, size))) => size,
             (None, None) => 0,
         }
@@ -145,7 +141,7 @@ pub fn build_delta(repo: &Path, old: Release, new: Release, level: i32) -> Resul
         let base_size = base.map_or(0, |(_, _, size)| size);
         if *size > MAX_GROUP_BYTES || base_size > MAX_GROUP_BYTES {
             for window in plan_windows(*size, base_size) {
-                let base = base.filter(|_| window.base_length > 0);
+                let base = base.filter(|_| !window.base_ranges.is_empty());
                 candidates.push(Candidate { path: &entry.path, chunks, size: *size, base, window: Some(window) });
             }
         } else {
@@ -162,31 +158,40 @@ pub fn build_delta(repo: &Path, old: Release, new: Release, level: i32) -> Resul
     let manifest_patch = compress_with_reference(old.bytes, new.bytes, level).map_err(compress_error)?;
     let mut frames = vec![manifest_patch];
     let mut groups = Vec::new();
+    // The block index of the base of the windows being written.
+    let mut index: Option<(&str, BlockIndex)> = None;
     for members in group(&candidates) {
         let mut reference = Vec::new();
         let mut content = Vec::new();
+        let mut files = Vec::new();
         for candidate in members {
-            let (offset, length, base_offset) = match candidate.window {
-                Some(window) => (window.offset, window.length, window.base_offset),
-                None => (0, candidate.size, 0),
-            };
-            if let Some((path, chunks, _)) = candidate.base {
-                read_range(repo, &old.manifest.version, path, chunks, base_offset, candidate.reference_bytes(), &mut reference)?;
+            let mut window = candidate.window.clone();
+            match (&mut window, candidate.base) {
+                (Some(window), base) => {
+                    read_range(repo, &new.manifest.version, candidate.path, candidate.chunks, window.offset, window.length, &mut content)?;
+                    if let Some((path, chunks, size)) = base {
+                        if index.as_ref().is_none_or(|(indexed, _)| *indexed != path) {
+                            index = Some((path, index_base(repo, &old.manifest.version, path, chunks, size)?));
+                        }
+                        if let Some((_, index)) = &index {
+                            window.base_ranges = select_reference(index, window.offset, &content);
+                        }
+                        for range in &window.base_ranges {
+                            read_range(repo, &old.manifest.version, path, chunks, range.offset, range.length, &mut reference)?;
+                        }
+                    }
+                }
+                (None, base) => {
+                    if let Some((path, chunks, size)) = base {
+                        read_range(repo, &old.manifest.version, path, chunks, 0, size, &mut reference)?;
+                    }
+                    read_range(repo, &new.manifest.version, candidate.path, candidate.chunks, 0, candidate.size, &mut content)?;
+                }
             }
-            read_range(repo, &new.manifest.version, candidate.path, candidate.chunks, offset, length, &mut content)?;
+            files.push(DeltaFile { path: candidate.path.to_owned(), base: candidate.base.map(|(path, _, _)| path.to_owned()), window });
         }
         let frame = compress_with_reference(&reference, &content, level).map_err(compress_error)?;
-        groups.push(DeltaGroup {
-            files: members
-                .iter()
-                .map(|c| DeltaFile {
-                    path: c.path.to_owned(),
-                    base: c.base.map(|(path, _, _)| path.to_owned()),
-                    window: c.window,
-                })
-                .collect(),
-            patch: frame.len() as u64,
-        });
+        groups.push(DeltaGroup { files, patch: frame.len() as u64 });
         frames.push(frame);
     }
 
@@ -224,7 +229,7 @@ pub fn build_delta(repo: &Path, old: Release, new: Release, level: i32) -> Resul
         tracing::info!(from = %info.from, to = %info.to, with_pack, without, "no delta pack: plain chunks cost no more");
         return Ok(None);
     }
-    let files = candidates.iter().filter(|c| c.window.is_none_or(|w| w.offset == 0)).count();
+    let files = candidates.iter().filter(|c| c.window.as_ref().is_none_or(|w| w.offset == 0)).count();
     tracing::info!(from = %info.from, to = %info.to, with_pack, without, files, format, "delta pack written");
     Ok(Some(WrittenDelta {
         target_name: delta_target_name(&new.manifest.name, &new.manifest.version, &old.manifest.version),
@@ -269,24 +274,6 @@ fn renamed_paths<'a>(old_files: &HashMap<&'a str, OldFile>) -> HashMap<String, O
     renamed
 }
 
-/// Cuts a file of `size` bytes into windows of [`WINDOW_BYTES`], each with
-/// the reference of at most [`MAX_GROUP_BYTES`] of the base (of `base_size`
-/// bytes, 0 without a base) that is centered on the window's range, moved
-/// inside the base near its ends.
-pub fn plan_windows(size: u64, base_size: u64) -> Vec<DeltaWindow> {
-    let base_length = base_size.min(MAX_GROUP_BYTES);
-    let mut windows = Vec::new();
-    let mut offset = 0;
-    while offset < size {
-        let length = WINDOW_BYTES.min(size - offset);
-        let centered = (offset + length / 2).saturating_sub(base_length / 2);
-        let base_offset = centered.min(base_size - base_length);
-        windows.push(DeltaWindow { offset, length, base_offset, base_length });
-        offset += length;
-    }
-    windows
-}
-
 /// Splits candidates, in manifest order, into runs whose new content and
 /// whose reference each stay within [`MAX_GROUP_BYTES`]. A window, and a
 /// file of [`SOLO_FILE_BYTES`] or more, gets a group of its own.
@@ -307,6 +294,20 @@ fn group<'c, 'a>(candidates: &'c [Candidate<'a>]) -> Vec<&'c [Candidate<'a>]> {
         groups.push(&candidates[start..]);
     }
     groups
+}
+
+/// Indexes the blocks of a base file, reading it one group's worth at a time.
+fn index_base(repo: &Path, version: &semver::Version, path: &str, chunks: &[ChunkRef], size: u64) -> Result<BlockIndex, DeltaError> {
+    let mut index = BlockIndex::new(size);
+    let mut offset = 0;
+    while offset < size {
+        let length = MAX_GROUP_BYTES.min(size - offset);
+        let mut bytes = Vec::with_capacity(length as usize);
+        read_range(repo, version, path, chunks, offset, length, &mut bytes)?;
+        index.add(offset, &bytes);
+        offset += length;
+    }
+    Ok(index)
 }
 
 /// Appends `length` bytes from `offset` of a file, read from the chunks in
@@ -396,41 +397,18 @@ mod tests {
     fn windows_and_large_files_get_groups_of_their_own() {
         let chunks: Vec<ChunkRef> = Vec::new();
         let small = |path| Candidate { path, chunks: &chunks, size: 10, base: None, window: None };
-        let window = DeltaWindow { offset: 0, length: 10, base_offset: 0, base_length: 0 };
+        let window = DeltaWindow { offset: 0, length: 10, base_ranges: Vec::new() };
         let candidates = vec![
             small("a"),
             small("b"),
             Candidate { path: "big", chunks: &chunks, size: SOLO_FILE_BYTES, base: None, window: None },
             small("c"),
-            Candidate { path: "image", chunks: &chunks, size: 10, base: None, window: Some(window) },
+            Candidate { path: "image", chunks: &chunks, size: 10, base: None, window: Some(window.clone()) },
             Candidate { path: "image", chunks: &chunks, size: 10, base: None, window: Some(window) },
             small("d"),
         ];
         let paths: Vec<Vec<&str>> = group(&candidates).iter().map(|g| g.iter().map(|c| c.path).collect()).collect();
         assert_eq!(paths, vec![vec!["a", "b"], vec!["big"], vec!["c"], vec!["image"], vec!["image"], vec!["d"]]);
-    }
-
-    #[test]
-    fn windows_cover_the_file_with_bounded_references() {
-        let mib = 1024 * 1024;
-        let cases = [(100 * mib + 5, 90 * mib), (100 * mib, 0), (40 * mib, 10 * mib), (10 * mib, 50 * mib), (MAX_GROUP_BYTES * 2, MAX_GROUP_BYTES * 2)];
-        for (size, base_size) in cases {
-            let windows = plan_windows(size, base_size);
-            let mut next = 0;
-            for window in &windows {
-                assert_eq!(window.offset, next, "{size} from {base_size}: gap before {window:?}");
-                assert!(window.length > 0 && window.length <= MAX_GROUP_BYTES, "{window:?}");
-                assert!(window.base_length <= MAX_GROUP_BYTES, "{window:?}");
-                assert_eq!(window.base_length, base_size.min(MAX_GROUP_BYTES), "{window:?}");
-                assert!(window.base_offset + window.base_length <= base_size, "{size} from {base_size}: {window:?} reads past the base");
-                next += window.length;
-            }
-            assert_eq!(next, size, "{size} from {base_size}: windows end at {next}");
-        }
-        // Same-size files: each window's reference is the base's bytes at its offset.
-        for window in plan_windows(MAX_GROUP_BYTES * 2, MAX_GROUP_BYTES * 2) {
-            assert_eq!(window.base_offset, window.offset);
-        }
     }
 
     #[test]

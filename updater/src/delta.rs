@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::format::delta::{
-    DeltaGroup, DeltaHeader, DeltaWindow, DELTA_FORMAT, DELTA_FORMAT_GROUPS, DELTA_MAGIC, MAX_GROUP_BYTES, MAX_HEADER_BYTES,
+    ByteRange, DeltaGroup, DeltaHeader, DeltaWindow, DELTA_FORMAT, DELTA_FORMAT_GROUPS, DELTA_MAGIC, MAX_GROUP_BYTES, MAX_HEADER_BYTES,
     MAX_HEADER_JSON_BYTES, MAX_WINDOW_LOG,
 };
 use crate::format::{EntryKind, Manifest, Sha256Digest};
@@ -39,7 +39,7 @@ pub enum DeltaError {
 
 /// One frame that rebuilds a range of a single file: a window, or a whole
 /// file that has a group of its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileFrame {
     /// Offset and length of the frame in the pack file.
     frame_offset: u64,
@@ -191,14 +191,14 @@ impl DeltaPack {
             let frame_offset = offset;
             offset += group.patch;
             let windowed = match group.files.as_slice() {
-                [file] => file.window.map(|window| (file, window)),
+                [file] => file.window.as_ref().map(|window| (file, window)),
                 _ => None,
             };
             let Some((file, window)) = windowed else {
                 steps.push(Step::Group { group, frame_offset });
                 continue;
             };
-            let frame = FileFrame { frame_offset, frame_length: group.patch, window };
+            let frame = FileFrame { frame_offset, frame_length: group.patch, window: window.clone() };
             match steps.last_mut() {
                 Some(Step::Windows { path, frames, .. }) if *path == file.path && window.offset > 0 => frames.push(frame),
                 _ => steps.push(Step::Windows { path: &file.path, base: file.base.as_deref(), frames: vec![frame] }),
@@ -217,8 +217,11 @@ impl DeltaPack {
             Step::Windows { path: found, base, frames } if found == path => Some((base, frames)),
             Step::Group { group, frame_offset } => match group.files.as_slice() {
                 [file] if file.path == path => {
-                    let base_length = if file.base.is_some() { base_size } else { 0 };
-                    let window = DeltaWindow { offset: 0, length: size, base_offset: 0, base_length };
+                    let base_ranges = match &file.base {
+                        Some(_) => vec![ByteRange { offset: 0, length: base_size }],
+                        None => Vec::new(),
+                    };
+                    let window = DeltaWindow { offset: 0, length: size, base_ranges };
                     Some((file.base.as_deref(), vec![FileFrame { frame_offset, frame_length: group.patch, window }]))
                 }
                 _ => None,
@@ -244,26 +247,27 @@ impl DeltaPack {
         let mut hasher = HashingWriter { inner: output, hasher: Sha256::new() };
         let mut written = 0u64;
         for frame in frames {
-            let window = frame.window;
+            let window = &frame.window;
             if window.offset != written || window.length > size - written {
                 return Err(mismatch("has windows that do not cover the file of the new release"));
             }
-            if window.base_length > MAX_GROUP_BYTES {
+            if window.base_length() > MAX_GROUP_BYTES {
                 return Err(mismatch("has a window reference larger than the limit"));
             }
-            let mut reference = Vec::new();
-            if window.base_length > 0 {
+            let mut reference = Vec::with_capacity(window.base_length() as usize);
+            for range in &window.base_ranges {
                 let Some((file, base_path, base_size)) = base.as_mut() else {
                     return Err(mismatch("has a window with a reference but no base file"));
                 };
-                if window.base_offset.checked_add(window.base_length).is_none_or(|end| end > *base_size) {
+                if range.offset.checked_add(range.length).is_none_or(|end| end > *base_size) {
                     return Err(mismatch("has a window reference past the end of its base file"));
                 }
                 let base_path: &Path = base_path;
                 let io = |action| move |source| DeltaError::Io { action, path: base_path.to_path_buf(), source };
-                file.seek(SeekFrom::Start(window.base_offset)).map_err(io("seek"))?;
-                reference = vec![0u8; window.base_length as usize];
-                file.read_exact(&mut reference).map_err(io("read"))?;
+                file.seek(SeekFrom::Start(range.offset)).map_err(io("seek"))?;
+                let start = reference.len();
+                reference.resize(start + range.length as usize, 0);
+                file.read_exact(&mut reference[start..]).map_err(io("read"))?;
             }
             let mut decoder = self.frame_decoder(frame.frame_offset, frame.frame_length, &reference)?;
             let copied = std::io::copy(&mut (&mut decoder).take(window.length), &mut hasher)
@@ -434,9 +438,9 @@ fn file_index(manifest: &Manifest) -> HashMap<&str, (Sha256Digest, u64)> {
 /// has them, a window is alone in its group, and the windows of a file
 /// follow each other from offset 0 without gaps, each within the limits.
 fn check_windows(header: &DeltaHeader) -> Result<(), String> {
-    let mut previous: Option<(&str, DeltaWindow)> = None;
+    let mut previous: Option<(&str, &DeltaWindow)> = None;
     for (index, group) in header.groups.iter().enumerate() {
-        let windowed = group.files.iter().find_map(|file| file.window.map(|window| (file, window)));
+        let windowed = group.files.iter().find_map(|file| file.window.as_ref().map(|window| (file, window)));
         let Some((file, window)) = windowed else {
             previous = None;
             continue;
@@ -448,10 +452,10 @@ fn check_windows(header: &DeltaHeader) -> Result<(), String> {
         if group.files.len() != 1 {
             return fail("has a window and other files");
         }
-        if window.length == 0 || window.length > MAX_GROUP_BYTES || window.base_length > MAX_GROUP_BYTES {
+        if window.length == 0 || window.length > MAX_GROUP_BYTES || window.base_length() > MAX_GROUP_BYTES {
             return fail("has a window or reference of 0 bytes or more than the limit");
         }
-        if (window.base_length > 0) != file.base.is_some() {
+        if window.base_ranges.is_empty() == file.base.is_some() {
             return fail("has a window reference without a base file, or a base file without a reference");
         }
         let expected_offset = match previous {
@@ -638,9 +642,16 @@ mod tests {
         let mut frames = vec![compress(&old_bytes, &new_bytes)];
         let mut groups = Vec::new();
         for index in 0..3 {
+            // The last window's reference is two ranges of the old image.
+            let base_ranges = match index {
+                2 => vec![ByteRange { offset: 0, length: 50_000 }, ByteRange { offset: 2 * WINDOW, length: WINDOW }],
+                _ => vec![ByteRange { offset: index * WINDOW, length: WINDOW }],
+            };
+            let reference: Vec<u8> =
+                base_ranges.iter().flat_map(|r| old_image[r.offset as usize..(r.offset + r.length) as usize].iter().copied()).collect();
             let range = (index * WINDOW) as usize..((index + 1) * WINDOW) as usize;
-            let frame = compress(&old_image[range.clone()], &new_image[range]);
-            let window = DeltaWindow { offset: index * WINDOW, length: WINDOW, base_offset: index * WINDOW, base_length: WINDOW };
+            let frame = compress(&reference, &new_image[range]);
+            let window = DeltaWindow { offset: index * WINDOW, length: WINDOW, base_ranges };
             groups.push(DeltaGroup {
                 files: vec![DeltaFile { path: "rootfs.img".to_owned(), base: Some("rootfs.img".to_owned()), window: Some(window) }],
                 patch: frame.len() as u64,
@@ -727,7 +738,7 @@ mod tests {
             ("newer format", edit(&|h| h.format = DELTA_FORMAT + 1), "update tenderd"),
             ("gap", edit(&|h| if let Some(w) = h.groups[1].files[0].window.as_mut() { w.offset += 1 }), "does not follow"),
             ("too long", edit(&|h| if let Some(w) = h.groups[2].files[0].window.as_mut() { w.length = MAX_GROUP_BYTES + 1 }), "more than the limit"),
-            ("reference too long", edit(&|h| if let Some(w) = h.groups[0].files[0].window.as_mut() { w.base_length = MAX_GROUP_BYTES + 1 }), "more than the limit"),
+            ("reference too long", edit(&|h| if let Some(w) = h.groups[0].files[0].window.as_mut() { w.base_ranges[0].length = MAX_GROUP_BYTES + 1 }), "more than the limit"),
             ("no base", edit(&|h| h.groups[0].files[0].base = None), "without a base"),
             (
                 "shared group",

@@ -23,8 +23,9 @@
 //!
 //! A file larger than [`MAX_GROUP_BYTES`] is cut into *windows* (format 2):
 //! each window is a group of its own with one [`DeltaFile`] whose
-//! [`DeltaWindow`] gives the range of the new file it rebuilds and the range
-//! of the base file that is its reference, each at most [`MAX_GROUP_BYTES`].
+//! [`DeltaWindow`] gives the range of the new file it rebuilds and the
+//! ranges of the base file whose concatenation is its reference, each side
+//! at most [`MAX_GROUP_BYTES`].
 //! The windows of a file follow each other in consecutive groups and cover
 //! it from offset 0 without gaps, so a robot writes them in order and never
 //! holds more than one window and one reference in memory. A partition
@@ -109,19 +110,34 @@ pub struct DeltaFile {
     pub window: Option<DeltaWindow>,
 }
 
-/// A byte range of a large new file and the byte range of its base that is
-/// the reference of the window's frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// A byte range of a large new file, and the byte ranges of its base whose
+/// concatenation is the reference of the window's frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeltaWindow {
     /// Offset of the window in the new file.
     pub offset: u64,
     /// Bytes of the new file the window rebuilds, at most [`MAX_GROUP_BYTES`].
     pub length: u64,
-    /// Offset of the reference in the base file.
-    pub base_offset: u64,
-    /// Bytes of the reference, at most [`MAX_GROUP_BYTES`]; 0 without a base.
-    pub base_length: u64,
+    /// Ranges of the base file, in the order they are concatenated, at most
+    /// [`MAX_GROUP_BYTES`] in total; empty without a base.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub base_ranges: Vec<ByteRange>,
+}
+
+impl DeltaWindow {
+    /// Bytes of the window's reference.
+    pub fn base_length(&self) -> u64 {
+        self.base_ranges.iter().fold(0u64, |sum, range| sum.saturating_add(range.length))
+    }
+}
+
+/// `length` bytes from `offset` of a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ByteRange {
+    pub offset: u64,
+    pub length: u64,
 }
 
 /// The `custom` field of a pack's target in `targets.json`: what a robot
