@@ -155,7 +155,7 @@ pub fn build_delta(repo: &Path, old: Release, new: Release, level: i32) -> Resul
         to: new.manifest.version.clone(),
         source,
     };
-    let manifest_patch = compress_with_reference(old.bytes, new.bytes, level).map_err(compress_error)?;
+    let manifest_patch = compress_with_reference(old.bytes, new.bytes, level, false).map_err(compress_error)?;
     let mut frames = vec![manifest_patch];
     let mut groups = Vec::new();
     // The block index of the base of the windows being written.
@@ -190,7 +190,8 @@ pub fn build_delta(repo: &Path, old: Release, new: Release, level: i32) -> Resul
             }
             files.push(DeltaFile { path: candidate.path.to_owned(), base: candidate.base.map(|(path, _, _)| path.to_owned()), window });
         }
-        let frame = compress_with_reference(&reference, &content, level).map_err(compress_error)?;
+        let windowed = files.iter().any(|file| file.window.is_some());
+        let frame = compress_with_reference(&reference, &content, level, windowed).map_err(compress_error)?;
         groups.push(DeltaGroup { files, patch: frame.len() as u64 });
         frames.push(frame);
     }
@@ -348,9 +349,15 @@ fn read_range(
 
 /// Compresses `content` into one zstd frame that uses `reference` as its
 /// prefix, with a window that keeps all of the reference in reach.
-pub fn compress_with_reference(reference: &[u8], content: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+/// `long_distance` turns on zstd's long distance matching, as `zstd
+/// --patch-from` does: without it, levels below about 16 keep too few
+/// positions of a 32 MiB reference to find its matches (a 41 MiB image
+/// window frame at level 3 was as large as the image). Whole-file groups
+/// do without it, so their packs stay as measured in `BENCHMARKS.md`.
+pub fn compress_with_reference(reference: &[u8], content: &[u8], level: i32, long_distance: bool) -> std::io::Result<Vec<u8>> {
     let mut encoder = zstd::stream::write::Encoder::with_ref_prefix(Vec::new(), level, reference)?;
     encoder.window_log(window_log(reference.len() as u64, content.len() as u64))?;
+    encoder.long_distance_matching(long_distance)?;
     encoder.set_pledged_src_size(Some(content.len() as u64))?;
     encoder.include_checksum(false)?;
     encoder.write_all(content)?;
@@ -366,7 +373,7 @@ mod tests {
         let reference: Vec<u8> = (0..200_000u32).flat_map(|n| n.to_le_bytes()).collect();
         let mut content = reference.clone();
         content[1000..1008].copy_from_slice(b"changed!");
-        let frame = compress_with_reference(&reference, &content, 19).expect("compress");
+        let frame = compress_with_reference(&reference, &content, 19, false).expect("compress");
         assert!(frame.len() < 200, "a small change gives a small frame, got {} bytes", frame.len());
         let mut decoder = zstd::stream::read::Decoder::with_ref_prefix(frame.as_slice(), &reference).expect("decoder");
         let mut plain = Vec::new();

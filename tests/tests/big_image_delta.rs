@@ -136,8 +136,13 @@ fn robot_on_100(loader: &Loader) -> Robot {
     robot
 }
 
+/// Installs the newest release from `server`, with the planner's choice logged.
 fn install(robot: &Robot, server: &FaultServer) -> (serde_json::Value, String) {
-    let output = robot.tenderd(&["install", "--json", &format!("{}/", server.url())]);
+    let output = run(Command::new(bin("tenderd"))
+        .arg("--root")
+        .arg(robot.root.path())
+        .args(["install", "--json", &format!("{}/", server.url())])
+        .env("RUST_LOG", "info"));
     let report = serde_json::from_str(&expect_success(&output, "install 1.0.1")).expect("JSON report");
     (report, common::stderr(&output))
 }
