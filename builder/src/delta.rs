@@ -401,7 +401,7 @@ mod tests {
     }
 
     #[test]
-    fn windows_and_large_files_get_groups_of_their_own() {
+    fn windows_and_large_files_are_solo() {
         let chunks: Vec<ChunkRef> = Vec::new();
         let small = |path| Candidate { path, chunks: &chunks, size: 10, base: None, window: None };
         let window = DeltaWindow { offset: 0, length: 10, base_ranges: Vec::new() };

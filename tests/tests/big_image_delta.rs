@@ -120,7 +120,7 @@ fn big_images() -> &'static BigImages {
     })
 }
 
-/// A robot that committed 1.0.0 from its bundle, with 64 MiB slot devices.
+/// Returns a robot with 64 MiB slot devices that committed 1.0.0 from its bundle.
 fn robot_on_100(loader: &Loader) -> Robot {
     let images = big_images();
     let robot = partition_robot(loader);
@@ -147,7 +147,7 @@ fn install(robot: &Robot, server: &FaultServer) -> (serde_json::Value, String) {
     (report, common::stderr(&output))
 }
 
-/// Boots the trial slot, commits it, and checks that it holds the 1.0.1 image.
+/// Boots the trial slot, commits it, and checks that it contains the 1.0.1 image.
 fn commit_101(robot: &Robot, loader: &Loader) {
     assert_eq!(loader.boot(robot), "a");
     expect_success(&robot.tenderd(&["recover"]), "tenderd recover at boot");
@@ -155,14 +155,14 @@ fn commit_101(robot: &Robot, loader: &Loader) {
     assert_eq!((status["state"].as_str(), status["version"].as_str()), (Some("committed"), Some("1.0.1")), "{status}");
     let written = fs::read(robot.path("dev/slot-a.img")).expect("device");
     let expected = fs::read(big_images().image("1.0.1")).expect("image");
-    assert!(written[..expected.len()] == expected[..], "slot a does not hold the 1.0.1 image");
+    assert!(written[..expected.len()] == expected[..], "slot a does not contain the 1.0.1 image");
 }
 
 fn requests_to(server: &FaultServer, prefix: &str) -> Vec<RequestLog> {
     server.requests().into_iter().filter(|r| r.path.starts_with(prefix)).collect()
 }
 
-/// URL path of the pack and the chunk bytes its target says it replaces.
+/// Returns the URL path of the pack, and the chunk bytes that its target lists as replaced.
 fn pack_target() -> (String, u64) {
     let targets = big_images().out().join("repo/metadata/targets.json");
     let targets: serde_json::Value = serde_json::from_slice(&fs::read(targets).expect("targets.json")).expect("targets JSON");

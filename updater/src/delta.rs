@@ -208,7 +208,7 @@ impl DeltaPack {
     }
 
     /// Returns the frames that rebuild the file at `path` on their own: its
-    /// windows, or the group that holds only this file. `size` and
+    /// windows, or the group that contains only this file. `size` and
     /// `base_size` are the file's and its base's sizes from the manifests.
     /// Returns `None` when the pack has no such frames, for instance when
     /// the file shares a group with other files.
@@ -231,10 +231,10 @@ impl DeltaPack {
     }
 
     /// Decodes `frames` in order into `output`, which receives the new
-    /// file's bytes from offset 0, with each frame's reference read from
-    /// `base` (`base_size` bytes; `None` when no frame has a reference).
-    /// Returns the SHA-256 of the `size` bytes written; the caller compares
-    /// it with the manifest.
+    /// file's bytes from offset 0. Each frame's reference is read from
+    /// `base`, a file of `base_size` bytes, which is `None` when no frame
+    /// has a reference. Returns the SHA-256 of the `size` bytes written, for
+    /// the caller to compare with the manifest.
     pub fn write_frames(
         &self,
         path: &str,
@@ -302,6 +302,7 @@ impl DeltaPack {
         let Some((digest, size)) = new_files.get(path) else {
             return Err(mismatch(path, "is not a file of the new release"));
         };
+
         let mut base_file = match base {
             None => None,
             Some(base) => {
@@ -313,6 +314,7 @@ impl DeltaPack {
                 Some((file, base_path, *base_size))
             }
         };
+
         let destination = out_dir.join(digest.to_hex());
         let temp = out_dir.join(format!("{}.partial", digest.to_hex()));
         let mut output = File::create(&temp).map_err(|source| DeltaError::Io { action: "create", path: temp.clone(), source })?;
@@ -329,6 +331,7 @@ impl DeltaPack {
             let _ = std::fs::remove_file(&temp);
             return Err(DeltaError::FileDigest { path: path.to_owned(), expected: *digest, actual });
         }
+
         drop(output);
         std::fs::rename(&temp, &destination).map_err(|source| DeltaError::Io { action: "rename", path: destination.clone(), source })?;
         Ok((*digest, destination))
@@ -614,8 +617,8 @@ mod tests {
     const WINDOW: u64 = 100_000;
 
     /// An active slot with a 300 000-byte image and a format-2 pack that
-    /// rebuilds its new version in three windows, each with the old bytes
-    /// at the same offset as reference.
+    /// rebuilds its new version in three windows. The first two refer to the
+    /// old bytes at their own offset, the last to two ranges of the old image.
     struct Windowed {
         dir: tempfile::TempDir,
         old: Manifest,
@@ -633,12 +636,14 @@ mod tests {
         for offset in [10usize, 150_000, 299_000] {
             new_image[offset..offset + 16].copy_from_slice(b"changed in 1.0.1");
         }
+
         std::fs::create_dir_all(dir.path().join("active")).expect("slot");
         std::fs::write(dir.path().join("active/rootfs.img"), &old_image).expect("old image");
         let old = manifest("1.0.0", &[("rootfs.img", &old_image)]);
         let new = manifest("1.0.1", &[("rootfs.img", &new_image)]);
         let old_bytes = serde_json::to_vec(&old).expect("json");
         let new_bytes = serde_json::to_vec(&new).expect("json");
+
         let mut frames = vec![compress(&old_bytes, &new_bytes)];
         let mut groups = Vec::new();
         for index in 0..3 {

@@ -1,12 +1,12 @@
 //! Windows of files larger than a delta group, and the reference of each.
 //!
 //! A window rebuilds [`WINDOW_BYTES`] of the new file. Its reference is
-//! chosen from the base file in segments of [`REFERENCE_SEGMENT`] bytes:
-//! each 4 KiB block of the window votes for the segment of the base that
-//! holds the same block, or, for a block the base does not hold, for the
-//! segment at the offset that the previous matching block suggests (the
-//! data around a change moved by the same amount). The most voted segments,
-//! up to [`MAX_GROUP_BYTES`], form the reference in base order.
+//! chosen from the base file in segments of [`REFERENCE_SEGMENT`] bytes.
+//! Each 4 KiB block of the window votes for the segment of the base that
+//! contains the same block. A block that the base lacks votes for the
+//! segment at the shift of the previous matching block, because the data
+//! around a change usually moved by the same amount. The most voted
+//! segments, up to [`MAX_GROUP_BYTES`], form the reference in base order.
 //!
 //! Measured with `zstd -9 --patch-from` on each window, on ext4 (400 MiB)
 //! and erofs (221 MiB) images of the two Debian 12 minbase trees of the
@@ -31,13 +31,13 @@ pub const REFERENCE_SEGMENT: u64 = 1024 * 1024;
 const BLOCK_BYTES: usize = 4096;
 
 /// A block that occurs more often than this in the base (zeros, padding)
-/// says nothing about where data came from, so it does not vote.
+/// does not show where data came from, so it does not vote.
 const MAX_BLOCK_COPIES: usize = 16;
 
 /// Cuts a file of `size` bytes into windows of [`WINDOW_BYTES`]. Each
-/// window's reference is the base's (of `base_size` bytes, 0 without a
-/// base) bytes at the same offset, at most [`MAX_GROUP_BYTES`], moved inside
-/// the base near its end; [`select_reference`] may replace it.
+/// window's reference is at most [`MAX_GROUP_BYTES`] of the base (of
+/// `base_size` bytes, 0 without a base) at the window's offset, moved back
+/// inside the base near its end. [`select_reference`] may replace it.
 pub fn plan_windows(size: u64, base_size: u64) -> Vec<DeltaWindow> {
     let mut windows = Vec::new();
     let mut offset = 0;
@@ -49,8 +49,9 @@ pub fn plan_windows(size: u64, base_size: u64) -> Vec<DeltaWindow> {
     windows
 }
 
-/// The base's bytes from `offset`, at most [`MAX_GROUP_BYTES`], moved back
-/// to end at the base's end when they would pass it; none for an empty base.
+/// Returns the range of at most [`MAX_GROUP_BYTES`] of the base from
+/// `offset`, moved back when it would pass the base's end. An empty base
+/// gives no range.
 fn same_offset(offset: u64, base_size: u64) -> Vec<ByteRange> {
     let length = base_size.min(MAX_GROUP_BYTES);
     match length {
@@ -90,8 +91,8 @@ fn block_key(block: &[u8]) -> u64 {
 }
 
 /// Chooses the reference of the window that starts at `offset` of the new
-/// file and holds `content`, from the base that `index` describes (see the
-/// module documentation).
+/// file and contains `content`, from the base that `index` describes (see
+/// the module documentation).
 pub fn select_reference(index: &BlockIndex, offset: u64, content: &[u8]) -> Vec<ByteRange> {
     if index.size <= MAX_GROUP_BYTES {
         return same_offset(0, index.size);
@@ -158,7 +159,8 @@ mod tests {
             let mut next = 0;
             for window in &windows {
                 assert_eq!(window.offset, next, "{size} from {base_size}: gap before {window:?}");
-                assert!(window.length > 0 && window.length <= MAX_GROUP_BYTES, "{window:?}");
+                assert!(window.length > 0, "{window:?}");
+                assert!(window.length <= MAX_GROUP_BYTES, "{window:?}");
                 assert_eq!(window.base_length(), base_size.min(MAX_GROUP_BYTES), "{window:?}");
                 for range in &window.base_ranges {
                     assert!(range.offset + range.length <= base_size, "{size} from {base_size}: {window:?} reads past the base");
@@ -174,8 +176,8 @@ mod tests {
 
     #[test]
     fn reference_follows_moved_blocks() {
-        // A 48 MiB base; the new window holds the base's last 8 MiB, then
-        // its first 8 MiB with one block changed.
+        // A 48 MiB base. The new window contains the base's last 8 MiB,
+        // then its first 8 MiB with one block changed.
         let segment = REFERENCE_SEGMENT as usize;
         let base = noise(7, 48 * segment);
         let mut index = BlockIndex::new(base.len() as u64);

@@ -21,11 +21,11 @@
 //! [`MAX_GROUP_BYTES`] of output and of reference, which bounds the memory a
 //! robot needs to apply them.
 //!
-//! A file larger than [`MAX_GROUP_BYTES`] is cut into *windows* (format 2):
-//! each window is a group of its own with one [`DeltaFile`] whose
-//! [`DeltaWindow`] gives the range of the new file it rebuilds and the
-//! ranges of the base file whose concatenation is its reference, each side
-//! at most [`MAX_GROUP_BYTES`].
+//! A file larger than [`MAX_GROUP_BYTES`] is cut into *windows* (format 2).
+//! Each window is a group of its own with one [`DeltaFile`]. Its
+//! [`DeltaWindow`] gives the range of the new file that it rebuilds, and
+//! the ranges of the base file whose concatenation is its reference. Both
+//! sides stay within [`MAX_GROUP_BYTES`].
 //! The windows of a file follow each other in consecutive groups and cover
 //! it from offset 0 without gaps, so a robot writes them in order and never
 //! holds more than one window and one reference in memory. A partition

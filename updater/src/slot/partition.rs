@@ -111,9 +111,9 @@ impl PartitionSlots {
 
     /// Writes the image of `manifest` into `target`, then checks the
     /// written bytes. With a delta pack, the image is rebuilt from the
-    /// pack's frames and the active image; when that fails, or without a
-    /// pack, it is written from chunks, taken from the active slot's image
-    /// where it has them.
+    /// pack's frames and the active image. When that fails, or without a
+    /// pack, it is written from chunks, which are read from the active
+    /// slot's image where it has them.
     pub fn stage(
         &self,
         manifest: &Manifest,
