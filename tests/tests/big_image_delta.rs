@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use common::partition::{image_recipe, partition_robot, Loader};
+use common::partition::{image_recipe, partition_robot, release_tree, write_erofs_image, Loader};
 use common::robot::Robot;
-use common::{bin, expect_success, fixture, run, workspace_root};
+use common::{bin, expect_success, run};
 use tender_e2e::fault_server::{Fault, FaultServer, RequestLog};
 
 const FILES: usize = 160;
@@ -78,7 +78,6 @@ fn write_base(path: &Path, version: &str) {
 fn big_images() -> &'static BigImages {
     static IMAGES: OnceLock<BigImages> = OnceLock::new();
     IMAGES.get_or_init(|| {
-        let fixture = fixture();
         let dir = tempfile::tempdir().expect("tempdir");
         fs::create_dir(dir.path().join("unused")).expect("workspace");
         let images = BigImages { dir };
@@ -87,32 +86,11 @@ fn big_images() -> &'static BigImages {
             write_base(&base, version);
             let tree = images.dir.path().join(format!("tree-{version}"));
             fs::create_dir(&tree).expect("tree");
-            let image = run(Command::new(bin("tender"))
-                .arg("fs-image")
-                .arg("--recipe")
-                .arg(workspace_root().join("recipes/ecar-4wd4ws.toml"))
-                .arg("--release")
-                .arg(fixture.repo.parent().expect("out"))
-                .args(["--version", "1.0.0", "--type", "erofs", "--base"])
-                .arg(&base)
-                .arg("--out")
-                .arg(tree.join("rootfs.img")));
-            expect_success(&image, "tender fs-image");
+            write_erofs_image("1.0.0", Some(&base), &tree.join("rootfs.img"));
             let recipe = images.dir.path().join(format!("image-{version}.toml"));
             // A low level keeps the test fast; the default is 19.
             fs::write(&recipe, image_recipe("true") + "[delta]\nzstd_level = 3\n").expect("recipe");
-            let release = run(Command::new(bin("tender"))
-                .arg("release")
-                .arg("--recipe")
-                .arg(&recipe)
-                .args(["--version", version, "--out"])
-                .arg(images.out())
-                .arg("--keys")
-                .arg(&fixture.keys)
-                .arg("--tree")
-                .arg(&tree)
-                .env("SOURCE_DATE_EPOCH", &fixture.epoch));
-            expect_success(&release, "release an image");
+            release_tree(&recipe, version, &tree, &images.out());
         }
         let size = fs::metadata(images.image("1.0.1")).expect("image").len();
         assert!(size > 32 << 20, "the image must be larger than one delta group, it is {size} bytes");

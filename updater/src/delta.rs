@@ -246,6 +246,9 @@ impl DeltaPack {
         let mismatch = |detail| DeltaError::Mismatch { pack: self.path.clone(), path: path.to_owned(), detail };
         let mut hasher = HashingWriter { inner: output, hasher: Sha256::new() };
         let mut written = 0u64;
+        // One buffer serves every window, so the allocator need not find a
+        // fresh 32 MiB for each.
+        let mut reference = Vec::new();
         for frame in frames {
             let window = &frame.window;
             if window.offset != written || window.length > size - written {
@@ -254,7 +257,7 @@ impl DeltaPack {
             if window.base_length() > MAX_GROUP_BYTES {
                 return Err(mismatch("has a window reference larger than the limit"));
             }
-            let mut reference = Vec::with_capacity(window.base_length() as usize);
+            reference.clear();
             for range in &window.base_ranges {
                 let Some((file, base_path, base_size)) = base.as_mut() else {
                     return Err(mismatch("has a window with a reference but no base file"));

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::robot::Robot;
@@ -29,42 +29,57 @@ pub struct Images {
 }
 
 pub fn images() -> Images {
-    let fixture = fixture();
     let dir = tempfile::tempdir().expect("tempdir");
     fs::create_dir(dir.path().join("unused")).expect("workspace");
     let mut bundles = BTreeMap::new();
     for (version, source_version, health) in [("1.0.0", "1.0.0", "true"), ("1.0.1", "1.0.1", "false"), ("1.0.2", "1.0.1", "true")] {
         let tree = dir.path().join(format!("tree-{version}"));
         fs::create_dir(&tree).expect("tree");
-        let image = run(Command::new(bin("tender"))
-            .arg("fs-image")
-            .arg("--recipe")
-            .arg(workspace_root().join("recipes/ecar-4wd4ws.toml"))
-            .arg("--release")
-            .arg(fixture.repo.parent().expect("out"))
-            .args(["--version", source_version, "--type", "erofs", "--out"])
-            .arg(tree.join("rootfs.img")));
-        expect_success(&image, "tender fs-image");
+        write_erofs_image(source_version, None, &tree.join("rootfs.img"));
         // Each version's image differs, as a new release would.
         fs::write(tree.join("VERSION"), version).expect("version file");
         let recipe = dir.path().join(format!("image-{version}.toml"));
         fs::write(&recipe, image_recipe(health)).expect("recipe");
         let out = dir.path().join("out");
-        let release = run(Command::new(bin("tender"))
-            .arg("release")
-            .arg("--recipe")
-            .arg(&recipe)
-            .args(["--version", version, "--out"])
-            .arg(&out)
-            .arg("--keys")
-            .arg(&fixture.keys)
-            .arg("--tree")
-            .arg(&tree)
-            .env("SOURCE_DATE_EPOCH", &fixture.epoch));
-        expect_success(&release, "release an image");
+        release_tree(&recipe, version, &tree, &out);
         bundles.insert(version, out.join(format!("ecar-4wd4ws-{version}.tender")));
     }
     Images { dir, bundles }
+}
+
+/// Writes an erofs image of the fixture release `source_version` to `out`,
+/// over the root filesystem tarball `base` when one is given.
+pub fn write_erofs_image(source_version: &str, base: Option<&Path>, out: &Path) {
+    let mut command = Command::new(bin("tender"));
+    command
+        .arg("fs-image")
+        .arg("--recipe")
+        .arg(workspace_root().join("recipes/ecar-4wd4ws.toml"))
+        .arg("--release")
+        .arg(fixture().repo.parent().expect("out"))
+        .args(["--version", source_version, "--type", "erofs", "--out"])
+        .arg(out);
+    if let Some(base) = base {
+        command.arg("--base").arg(base);
+    }
+    expect_success(&run(&mut command), "tender fs-image");
+}
+
+/// Releases `tree` as `version` into `out`, signed with the fixture keys.
+pub fn release_tree(recipe: &Path, version: &str, tree: &Path, out: &Path) {
+    let fixture = fixture();
+    let release = run(Command::new(bin("tender"))
+        .arg("release")
+        .arg("--recipe")
+        .arg(recipe)
+        .args(["--version", version, "--out"])
+        .arg(out)
+        .arg("--keys")
+        .arg(&fixture.keys)
+        .arg("--tree")
+        .arg(tree)
+        .env("SOURCE_DATE_EPOCH", &fixture.epoch));
+    expect_success(&release, "release an image");
 }
 
 /// The boot loader of the simulated robot, with its Debian tool.
