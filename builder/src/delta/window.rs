@@ -139,16 +139,7 @@ pub fn select_reference(index: &BlockIndex, offset: u64, content: &[u8]) -> Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn noise(seed: u64, length: usize) -> Vec<u8> {
-        let mut state = seed;
-        (0..length)
-            .map(|_| {
-                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                (state >> 56) as u8
-            })
-            .collect()
-    }
+    use crate::store::tests::noise;
 
     #[test]
     fn windows_cover_the_file_with_bounded_references() {
@@ -179,7 +170,7 @@ mod tests {
         // A 48 MiB base. The new window contains the base's last 8 MiB,
         // then its first 8 MiB with one block changed.
         let segment = REFERENCE_SEGMENT as usize;
-        let base = noise(7, 48 * segment);
+        let base = noise(48 * segment, 7);
         let mut index = BlockIndex::new(base.len() as u64);
         index.add(0, &base);
         let mut content = [&base[40 * segment..], &base[..8 * segment]].concat();
@@ -191,7 +182,7 @@ mod tests {
     #[test]
     fn reference_stays_within_the_limit() {
         let segment = REFERENCE_SEGMENT as usize;
-        let base = noise(9, 80 * segment);
+        let base = noise(80 * segment, 9);
         let mut index = BlockIndex::new(base.len() as u64);
         index.add(0, &base);
         // Every other segment of the base: 40 segments, more than the limit.
@@ -204,7 +195,7 @@ mod tests {
 
     #[test]
     fn small_base_is_the_whole_reference() {
-        let base = noise(3, 100_000);
+        let base = noise(100_000, 3);
         let mut index = BlockIndex::new(base.len() as u64);
         index.add(0, &base);
         assert_eq!(select_reference(&index, 0, &base), vec![ByteRange { offset: 0, length: 100_000 }]);
