@@ -21,6 +21,7 @@ pub mod fsimage;
 pub mod fsutil;
 pub mod keydir;
 pub mod oci;
+mod pre_switch;
 pub mod progress;
 pub mod provenance;
 pub mod publish;

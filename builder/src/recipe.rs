@@ -147,6 +147,11 @@ pub struct PreSwitchSettings {
     pub required_files: Vec<String>,
     pub self_test: Vec<String>,
     pub self_test_timeout: Duration,
+    /// Release file that is the filesystem image of partition slots, such
+    /// as `rootfs.img`. When set, the required files and the `{slot}/`
+    /// paths of the self-test are paths inside the image, where a robot with
+    /// partition slots looks for them, and `tender release` checks them there.
+    pub image: Option<String>,
 }
 
 /// The health check run on the robot after the switch.
@@ -328,6 +333,8 @@ struct PreSwitchFile {
     self_test: Vec<String>,
     #[serde(default)]
     self_test_timeout: Option<String>,
+    #[serde(default)]
+    image: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -607,11 +614,20 @@ impl Validator<'_> {
                 ));
             }
         }
+        if let Some(image) = &raw.image {
+            if let Err(e) = check_entry_path(image) {
+                return Err(self.invalid(
+                    "pre_switch.image",
+                    image,
+                    format!("{e}; name the image file of the release tree, such as \"rootfs.img\""),
+                ));
+            }
+        }
         let self_test_timeout = match &raw.self_test_timeout {
             Some(text) => self.duration("pre_switch.self_test_timeout", text)?,
             None => DEFAULT_SELF_TEST_TIMEOUT,
         };
-        Ok(PreSwitchSettings { required_files: raw.required_files, self_test: raw.self_test, self_test_timeout })
+        Ok(PreSwitchSettings { required_files: raw.required_files, self_test: raw.self_test, self_test_timeout, image: raw.image })
     }
 
     fn health(&self, raw: HealthFile) -> Result<HealthSettings, RecipeError> {
@@ -907,6 +923,16 @@ interval = "2s"
             let err = load(&format!("{VALID}\n[image]\n{line}\n")).expect_err(line);
             assert!(err.to_string().contains(field), "{line}: {err}");
         }
+    }
+
+    #[test]
+    fn pre_switch_image_is_an_entry_path() {
+        assert_eq!(load(VALID).expect("valid").pre_switch.image, None);
+        let text = VALID.replace("self_test_timeout = \"30s\"", "self_test_timeout = \"30s\"\nimage = \"rootfs.img\"");
+        assert_eq!(load(&text).expect("valid").pre_switch.image.as_deref(), Some("rootfs.img"));
+        let text = VALID.replace("self_test_timeout = \"30s\"", "self_test_timeout = \"30s\"\nimage = \"/rootfs.img\"");
+        let err = load(&text).expect_err("absolute");
+        assert!(err.to_string().contains("pre_switch.image"), "{err}");
     }
 
     #[test]

@@ -23,7 +23,6 @@
 //! keys directory's `root.json` must be one of its versions, so a repository
 //! keeps one chain of trust. A new repository starts from it as version 1.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -43,6 +42,7 @@ use crate::keydir::{load_keys_root, load_role_signers, KeysError, KeysRoot, Sign
 use crate::publish::{read_optional, PublishError, Repository, METADATA_DIR};
 use crate::rootchain::{load_root_chain, publish_root, write_legacy_root, RootChain, RootChainError};
 use crate::snapshot::{publish_targets, PublishedVersions, SnapshotSigners};
+use crate::pre_switch::check_pre_switch;
 use crate::progress::Progress;
 use crate::provenance::clean_commit;
 use crate::recipe::Recipe;
@@ -106,6 +106,17 @@ pub enum ReleaseError {
 
     #[error("recipe {}: `{field}` names {entry:?}, which is not in the release tree; fix the path or add the file to the tree", recipe.display())]
     MissingInTree { recipe: PathBuf, field: String, entry: String },
+
+    #[error("recipe {}: `{field}` names {entry:?}, which is not in the release tree, and {image} is an {fs_type} image; \
+             if the path is inside the image, set pre_switch.image = {image:?}, else fix the path", recipe.display())]
+    MissingInTreeWithImage { recipe: PathBuf, field: String, entry: String, image: String, fs_type: tender_updater::slot::FsType },
+
+    #[error("recipe {}: `{field}` names {entry:?}, which is not in the {fs_type} image {image}; fix the path, \
+             which is relative to the image's root (such as \"opt/ecar/current/bin/motor_controller\")", recipe.display())]
+    MissingInImage { recipe: PathBuf, field: String, entry: String, image: String, fs_type: tender_updater::slot::FsType },
+
+    #[error("recipe {}: cannot check the pre-switch paths inside pre_switch.image {image:?}: {detail}; rebuild the image with `tender fs-image`", recipe.display())]
+    ImageCheck { recipe: PathBuf, image: String, detail: String },
 
     #[error("internal error: the builder wrote a manifest that the updater rejects ({0}); please report this with the recipe")]
     InvalidManifest(ManifestError),
@@ -553,30 +564,6 @@ fn scan(request: &ReleaseRequest, prepared: &PreparedTree, relocator: &Relocator
         }
     }
     Ok(tree)
-}
-
-/// Checks that the files the robot will look for before the switch are in
-/// the tree, so a typo fails here and not on the robot.
-fn check_pre_switch(recipe: &Recipe, tree: &ScannedTree) -> Result<(), ReleaseError> {
-    let paths: BTreeSet<&str> = tree.entries.iter().map(|e| e.path.as_str()).collect();
-    let missing = |field: String, entry: &str| ReleaseError::MissingInTree {
-        recipe: recipe.path.clone(),
-        field,
-        entry: entry.to_owned(),
-    };
-    for (index, file) in recipe.pre_switch.required_files.iter().enumerate() {
-        if !paths.contains(file.as_str()) {
-            return Err(missing(format!("pre_switch.required_files[{index}]"), file));
-        }
-    }
-    for (index, argument) in recipe.pre_switch.self_test.iter().enumerate() {
-        if let Some(entry) = argument.strip_prefix("{slot}/") {
-            if !paths.contains(entry) {
-                return Err(missing(format!("pre_switch.self_test[{index}]"), entry));
-            }
-        }
-    }
-    Ok(())
 }
 
 fn count_entries(tree: &ScannedTree) -> EntryCounts {

@@ -89,7 +89,7 @@ fn big_images() -> &'static BigImages {
             write_erofs_image("1.0.0", Some(&base), &tree.join("rootfs.img"));
             let recipe = images.dir.path().join(format!("image-{version}.toml"));
             // A low level keeps the test fast; the default is 19.
-            fs::write(&recipe, image_recipe("true") + "[delta]\nzstd_level = 3\n").expect("recipe");
+            fs::write(&recipe, image_recipe("true", "") + "[delta]\nzstd_level = 3\n").expect("recipe");
             release_tree(&recipe, version, &tree, &images.out());
         }
         let size = fs::metadata(images.image("1.0.1")).expect("image").len();

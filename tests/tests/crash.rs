@@ -226,6 +226,11 @@ fn two_hundred_kills_leave_a_verified_committed_slot() {
 enum Call {
     /// fsync or fdatasync of the file at this path.
     Sync(String),
+    /// syncfs through a descriptor of this directory, which flushes every
+    /// file of its filesystem.
+    SyncFs(String),
+    /// openat that creates or truncates the file at this path.
+    Create(String),
     Rename { from: String, to: String },
 }
 
@@ -234,9 +239,15 @@ fn parse_strace(text: &str, cwd: &Path) -> Vec<Call> {
     let mut calls = Vec::new();
     for line in text.lines() {
         let line = line.split_once(' ').map_or(line, |(_, rest)| rest).trim_start();
+        let descriptor_path = || line.split_once('<').and_then(|(_, rest)| rest.split_once('>')).map(|(path, _)| path.to_owned());
         if line.starts_with("fsync(") || line.starts_with("fdatasync(") {
-            if let Some(path) = line.split_once('<').and_then(|(_, rest)| rest.split_once('>')).map(|(path, _)| path) {
-                calls.push(Call::Sync(path.to_owned()));
+            calls.extend(descriptor_path().map(Call::Sync));
+        } else if line.starts_with("syncfs(") {
+            calls.extend(descriptor_path().map(Call::SyncFs));
+        } else if let Some(args) = line.strip_prefix("openat(") {
+            let quoted: Vec<&str> = args.split('"').collect();
+            if quoted.len() >= 3 && (quoted[2].contains("O_CREAT") || quoted[2].contains("O_TRUNC")) {
+                calls.push(Call::Create(absolute(quoted[1])));
             }
         } else if let Some(args) = line.strip_prefix("rename(") {
             let quoted: Vec<&str> = args.split('"').collect();
@@ -255,7 +266,7 @@ fn renames_are_synced_before_and_after() {
     expect_success(&robot.install(&fixture.bundle_100), "install 1.0.0");
     let trace = robot.path("strace.log");
     let output = run(Command::new("strace")
-        .args(["-f", "-y", "-qq", "-e", "trace=fsync,fdatasync,rename,renameat,renameat2", "-o"])
+        .args(["-f", "-y", "-qq", "-e", "trace=fsync,fdatasync,syncfs,openat,rename,renameat,renameat2", "-o"])
         .arg(&trace)
         .arg(bin("tenderd"))
         .arg("--root")
@@ -281,7 +292,17 @@ fn renames_are_synced_before_and_after() {
         // The `current` link has no data: symlink(2) writes its target into
         // the directory, which the directory sync flushes.
         let is_link = fs::symlink_metadata(to).is_ok_and(|m| m.file_type().is_symlink());
-        let data_synced = calls[..index].iter().rev().take_while(|c| !matches!(c, Call::Rename { from: f, .. } if f == from)).any(|c| matches!(c, Call::Sync(p) if p == from));
+        // The data counts as synced when, since the file was created, it
+        // was synced itself or its filesystem was synced through a
+        // directory that contains it.
+        let since_created = calls[..index].iter().rev().take_while(|c| !matches!(c, Call::Create(p) if p == from));
+        let data_synced = since_created
+            .take_while(|c| !matches!(c, Call::Rename { from: f, .. } if f == from))
+            .any(|c| match c {
+                Call::Sync(p) => p == from,
+                Call::SyncFs(dir) => Path::new(from).starts_with(dir),
+                _ => false,
+            });
         assert!(is_link || data_synced, "rename {from} -> {to} without an fsync of the data first");
         let parent = Path::new(to).parent().expect("parent").display().to_string();
         let dir_synced = calls[index + 1..].iter().any(|c| matches!(c, Call::Sync(p) if *p == parent));

@@ -115,3 +115,45 @@ fn image_release_is_chunked_and_signed() {
     assert_eq!(image["sha256"].as_str(), Some(digest));
     assert!(!image["chunks"].as_array().expect("chunks").is_empty());
 }
+
+/// Releases the image tree at `tree` with `recipe` into `out`.
+fn release_image(recipe: &Path, tree: &Path, out: &Path) -> std::process::Output {
+    let fixture = fixture();
+    run(Command::new(bin("tender"))
+        .arg("release")
+        .arg("--recipe")
+        .arg(recipe)
+        .args(["--version", "1.0.1", "--out"])
+        .arg(out)
+        .arg("--keys")
+        .arg(&fixture.keys)
+        .arg("--tree")
+        .arg(tree)
+        .env("SOURCE_DATE_EPOCH", &fixture.epoch))
+}
+
+#[test]
+fn sample_image_recipe_checks_paths_inside_the_image() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tree = dir.path().join("tree");
+    fs::create_dir(&tree).expect("tree");
+    fs_image("erofs", &tree.join("rootfs.img"));
+    let sample = workspace_root().join("recipes/ecar-image.toml");
+    let output = release_image(&sample, &tree, &dir.path().join("out"));
+    expect_success(&output, "release with the sample image recipe");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(dir.path().join("out/repo/manifests/ecar-4wd4ws-1.0.1.manifest.json")).expect("manifest"))
+            .expect("JSON");
+    assert_eq!(manifest["pre_switch"]["self_test"][0], "{slot}/opt/ecar/current/bin/motor_controller");
+
+    // A typo in a path inside the image fails the release.
+    let text = fs::read_to_string(&sample).expect("sample recipe");
+    let typo = dir.path().join("typo.toml");
+    fs::write(&typo, text.replace("\"opt/ecar/current/setup.bash\"", "\"opt/ecar/current/setup.bsh\"")).expect("recipe");
+    fs::create_dir(dir.path().join("ecar-ws")).expect("workspace dir");
+    let output = release_image(&typo, &tree, &dir.path().join("out-typo"));
+    assert!(!output.status.success(), "the release with a typo succeeded");
+    let message = common::stderr(&output);
+    assert!(message.contains("\"opt/ecar/current/setup.bsh\", which is not in the erofs image rootfs.img"), "{message}");
+    assert!(!dir.path().join("out-typo/repo/manifests").exists(), "the release with a typo wrote a manifest");
+}

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 
-use common::partition::{images, partition_robot, Loader, ENV_BYTES};
+use common::partition::{image_releases, images, partition_robot, ImageSpec, Loader, ENV_BYTES};
 use common::robot::Robot;
 use common::expect_success;
 
@@ -180,4 +180,126 @@ fn bad_slot_devices_fail_before_anything_changes() {
         let env_after: Vec<Vec<u8>> = (0..2).map(|i| fs::read(robot.path(&format!("boot/env{i}.bin"))).expect("env")).collect();
         assert!(env_before == env_after, "{case}: the boot environment changed");
     }
+}
+
+/// Checks that pass: the self-test runs the release's binary from the
+/// mounted image, which must be read-only and mounted at `{slot}`.
+const PASSING_CHECKS: &str = r#"image = "rootfs.img"
+required_files = ["opt/ecar/current/bin/motor_controller", "opt/ecar/current/setup.bash"]
+self_test = ["sh", "-c", "cd {slot} && opt/ecar/current/bin/motor_controller --self-test && ! touch probe 2>/dev/null && grep -q ' {slot} ' /proc/self/mountinfo"]
+"#;
+
+/// Lines of this process's mount table that name a path of the robot.
+fn robot_mounts(robot: &Robot) -> Vec<String> {
+    let root = robot.root.path().display().to_string();
+    fs::read_to_string("/proc/self/mountinfo").expect("mountinfo").lines().filter(|line| line.contains(&root)).map(str::to_owned).collect()
+}
+
+/// Files a rejected install may change: the state with its history, the
+/// metrics, the inactive slot that was written and its manifest copy.
+fn changed_files(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>, robot: &Robot) -> Vec<String> {
+    let allowed = ["var/lib/tender/state.json", "var/lib/tender/metrics.json", "var/lib/tender/manifests/slot-a.json", "dev/slot-a.img"]
+        .map(|path| robot.path(path).display().to_string());
+    let mut paths: Vec<&String> = before.keys().chain(after.keys()).collect();
+    paths.sort();
+    paths.dedup();
+    paths.into_iter().filter(|path| before.get(*path) != after.get(*path) && !allowed.contains(path)).cloned().collect()
+}
+
+fn state(robot: &Robot) -> serde_json::Value {
+    serde_json::from_slice(&fs::read(robot.path("var/lib/tender/state.json")).expect("state.json")).expect("state JSON")
+}
+
+/// Installs `bundle`, expects it to be rejected with a one-line message that
+/// contains `expected`, and checks that the boot selection, the active slot
+/// and the committed release did not change and that nothing stays mounted.
+fn expect_rejected(robot: &Robot, loader: &Loader, bundle: &Path, expected: &str) {
+    let case = bundle.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
+    let before = snapshot(robot);
+    let vars_before = loader.read(robot);
+    let state_before = state(robot);
+
+    let output = robot.tenderd(&["install", &bundle.display().to_string()]);
+    assert!(!output.status.success(), "{case}: the install succeeded");
+    let message = common::stderr(&output);
+    assert_eq!(message.trim().lines().count(), 1, "{case}: {message}");
+    assert!(message.contains(expected), "{case}: {message}");
+    assert!(message.contains("the active slot is unchanged"), "{case}: {message}");
+
+    let after = snapshot(robot);
+    for path in ["boot/env0.bin", "boot/env1.bin", "dev/slot-b.img"] {
+        let path = robot.path(path).display().to_string();
+        assert_eq!(before.get(&path), after.get(&path), "{case}: {path} changed");
+    }
+    assert_eq!(changed_files(&before, &after, robot), Vec::<String>::new(), "{case}: other files changed");
+    assert_eq!(loader.read(robot), vars_before, "{case}: the boot environment changed");
+    let state_after = state(robot);
+    for field in ["active", "committed", "slot_b"] {
+        assert_eq!(state_after[field], state_before[field], "{case}: state field {field} changed");
+    }
+    assert_eq!(state_after["phase"], "failed", "{case}");
+    assert_eq!(robot.status()["version"], "1.0.0", "{case}");
+    assert_eq!(robot_mounts(robot), Vec::<String>::new(), "{case}: a mount is left behind");
+    assert!(!robot.path("var/lib/tender/mnt/slot-a").exists(), "{case}: the mount point is left behind");
+}
+
+#[test]
+fn pre_switch_checks_run_inside_the_mounted_image() {
+    let images = image_releases(&[
+        ImageSpec { version: "1.0.0", source_version: "1.0.0", health: "true", pre_switch: PASSING_CHECKS },
+        ImageSpec {
+            version: "1.0.1",
+            source_version: "1.0.1",
+            health: "true",
+            pre_switch: "self_test = [\"sh\", \"-c\", \"echo encoder 2 is silent; exit 3\"]\n",
+        },
+        // VERSION is in the release tree, so `tender release` accepts it,
+        // but it is not inside the image that the robot mounts.
+        ImageSpec { version: "1.0.2", source_version: "1.0.1", health: "true", pre_switch: "required_files = [\"VERSION\"]\n" },
+        // The background child keeps the mount busy unless the timeout kills it too.
+        ImageSpec {
+            version: "1.0.3",
+            source_version: "1.0.1",
+            health: "true",
+            pre_switch: "self_test = [\"sh\", \"-c\", \"sleep 60 & wait\"]\nself_test_timeout = \"1s\"\n",
+        },
+        ImageSpec { version: "1.0.4", source_version: "1.0.1", health: "true", pre_switch: PASSING_CHECKS },
+    ]);
+    let loader = Loader::Uboot;
+    let robot = partition_robot(&loader);
+
+    // Checks that pass: the image goes on trial, and nothing stays mounted.
+    let report = install(&robot, &images.bundles["1.0.0"]);
+    assert_eq!(report["phase"], "trial", "{report}");
+    assert_eq!(robot_mounts(&robot), Vec::<String>::new());
+    assert!(!robot.path("var/lib/tender/mnt/slot-b").exists());
+    assert_eq!(loader.boot(&robot), "b");
+    recover(&robot);
+    assert_eq!(robot.status()["state"], "committed");
+
+    expect_rejected(&robot, &loader, &images.bundles["1.0.1"], "self-test \"sh -c echo encoder 2 is silent; exit 3\" failed");
+    expect_rejected(&robot, &loader, &images.bundles["1.0.1"], "encoder 2 is silent");
+    expect_rejected(&robot, &loader, &images.bundles["1.0.2"], "required file \"VERSION\" is missing from the image in slot a");
+    expect_rejected(&robot, &loader, &images.bundles["1.0.3"], "timed out after 1s");
+
+    // A mount command that fails rejects the install in the same way.
+    let config = robot.path("etc/tender/updater.toml");
+    let original = fs::read_to_string(&config).expect("config");
+    let failing_mount = "mount_command = [\"sh\", \"-c\", \"echo mount: wrong fs type >&2; exit 32\", \"mount\", \"{device}\", \"{mount_point}\"]\n";
+    fs::write(&config, original.replace("image = \"rootfs.img\"\n", &format!("image = \"rootfs.img\"\n{failing_mount}"))).expect("config");
+    expect_rejected(&robot, &loader, &images.bundles["1.0.4"], "cannot mount slot a device");
+    expect_rejected(&robot, &loader, &images.bundles["1.0.4"], "wrong fs type");
+
+    // With the default mount command again, the next release installs, and
+    // a mount that a killed tenderd left at the mount point is replaced.
+    fs::write(&config, original).expect("config");
+    let leftover = robot.path("var/lib/tender/mnt/slot-a");
+    fs::create_dir_all(&leftover).expect("mount point");
+    let output = common::run(std::process::Command::new("mount").args(["-o", "ro,loop"]).arg(robot.path("dev/slot-b.img")).arg(&leftover));
+    expect_success(&output, "mount a leftover");
+    assert_eq!(robot_mounts(&robot).len(), 1);
+    let report = install(&robot, &images.bundles["1.0.4"]);
+    assert_eq!(report["phase"], "trial", "{report}");
+    assert_eq!(loader.read(&robot)["tender_slot"], "a");
+    assert_eq!(robot_mounts(&robot), Vec::<String>::new());
 }

@@ -2,6 +2,7 @@
 //! self-test, the health check and the service manager.
 
 use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -49,7 +50,9 @@ pub fn expand(argv: &[String], values: &[(&str, &str)]) -> Vec<String> {
 }
 
 /// Runs `argv` in `cwd`, kills it after `timeout`, and keeps the end of its
-/// combined output for the message.
+/// combined output for the message. The command runs in a process group of
+/// its own, and a timeout kills the whole group, so a shell's children do
+/// not outlive it and keep a mounted slot busy.
 pub fn run(argv: &[String], cwd: Option<&Path>, timeout: Duration) -> Outcome {
     let Some((program, args)) = argv.split_first() else {
         return Outcome::NotStarted { reason: "the command is empty".to_owned() };
@@ -63,7 +66,7 @@ pub fn run(argv: &[String], cwd: Option<&Path>, timeout: Duration) -> Outcome {
         _ => return Outcome::NotStarted { reason: "cannot share the output file".to_owned() },
     };
     let mut command = Command::new(program);
-    command.args(args).stdin(Stdio::null()).stdout(stdout).stderr(stderr);
+    command.args(args).stdin(Stdio::null()).stdout(stdout).stderr(stderr).process_group(0);
     if let Some(dir) = cwd {
         command.current_dir(dir);
     }
@@ -77,7 +80,9 @@ pub fn run(argv: &[String], cwd: Option<&Path>, timeout: Duration) -> Outcome {
         match child.try_wait() {
             Ok(Some(status)) => break status,
             Ok(None) if started.elapsed() >= timeout => {
-                let _ = child.kill();
+                if rustix::process::kill_process_group(rustix::process::Pid::from_child(&child), rustix::process::Signal::KILL).is_err() {
+                    let _ = child.kill();
+                }
                 let _ = child.wait();
                 return Outcome::TimedOut { after: timeout };
             }
@@ -122,10 +127,11 @@ fn output_tail(log: &mut std::fs::File) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn argv(items: &[&str]) -> Vec<String> {
+    /// Turns string literals into an argv.
+    pub(crate) fn argv(items: &[&str]) -> Vec<String> {
         items.iter().map(|s| s.to_string()).collect()
     }
 
@@ -141,6 +147,17 @@ mod tests {
     fn command_is_killed_after_timeout() {
         let outcome = run(&argv(&["sleep", "5"]), None, Duration::from_millis(100));
         assert!(matches!(outcome, Outcome::TimedOut { .. }), "{outcome:?}");
+    }
+
+    #[test]
+    fn timeout_kills_the_children_too() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let marker = dir.path().join("child-ran");
+        let script = format!("(sleep 1; touch {}) & wait", marker.display());
+        let outcome = run(&argv(&["sh", "-c", &script]), None, Duration::from_millis(200));
+        assert!(matches!(outcome, Outcome::TimedOut { .. }), "{outcome:?}");
+        std::thread::sleep(Duration::from_millis(1500));
+        assert!(!marker.exists(), "the shell's child outlived the timeout");
     }
 
     #[test]

@@ -210,11 +210,24 @@ struct SlotsFile {
     a: Option<PathBuf>,
     b: Option<PathBuf>,
     image: String,
+    /// Partition slots: the commands that mount a staged slot read-only for
+    /// the pre-switch checks and unmount it.
+    mount_command: Vec<String>,
+    unmount_command: Vec<String>,
 }
 
 impl Default for SlotsFile {
     fn default() -> Self {
-        Self { base: PathBuf::from("/opt/ecar"), kind: "directory".to_owned(), a: None, b: None, image: "rootfs.img".to_owned() }
+        let mount = crate::slot::MountCommands::default();
+        Self {
+            base: PathBuf::from("/opt/ecar"),
+            kind: "directory".to_owned(),
+            a: None,
+            b: None,
+            image: "rootfs.img".to_owned(),
+            mount_command: mount.mount,
+            unmount_command: mount.unmount,
+        }
     }
 }
 
@@ -373,10 +386,11 @@ impl Config {
         };
         let partition = match file.slots.kind.as_str() {
             "directory" => None,
-            "partition" => Some(
-                crate::boot::partition_setup(root, file.slots.a.as_deref(), file.slots.b.as_deref(), &file.slots.image, file.boot.as_ref())
-                    .map_err(invalid)?,
-            ),
+            "partition" => {
+                let devices = crate::boot::SlotDevices { a: file.slots.a.as_deref(), b: file.slots.b.as_deref(), image: &file.slots.image };
+                let mount = crate::slot::MountCommands { mount: file.slots.mount_command, unmount: file.slots.unmount_command };
+                Some(crate::boot::partition_setup(root, &devices, mount, file.boot.as_ref()).map_err(invalid)?)
+            }
             other => return Err(invalid(format!("slots.kind {other:?} is unknown; use \"directory\" or \"partition\""))),
         };
         let health = file.health.resolve(root).map_err(&invalid)?;
@@ -464,6 +478,24 @@ mod tests {
         let text = "compatible = \"x\"\ncompatibel = \"y\"\n[trust]\nroot = \"/r.json\"\n";
         let err = Config::parse(text, Path::new("u.toml"), Path::new("/")).expect_err("typo");
         assert!(err.to_string().contains("compatibel"), "{err}");
+    }
+
+    #[test]
+    fn partition_mount_commands_default_and_validate() {
+        let text = "compatible = \"x\"\n[trust]\nroot = \"/r.json\"\n\
+                    [slots]\nkind = \"partition\"\na = \"/dev/a\"\nb = \"/dev/b\"\nMOUNT\
+                    [boot]\nbackend = \"grub\"\ngrub_env = \"/boot/grubenv\"\nreboot_command = [\"true\"]\n";
+        let config = Config::parse(&text.replace("MOUNT", ""), Path::new("u.toml"), Path::new("/")).expect("defaults");
+        let partition = config.partition.expect("partition slots");
+        assert_eq!(partition.mount, crate::slot::MountCommands::default());
+
+        let custom = "mount_command = [\"busybox\", \"mount\", \"-o\", \"{options}\", \"{device}\", \"{mount_point}\"]\n";
+        let config = Config::parse(&text.replace("MOUNT", custom), Path::new("u.toml"), Path::new("/")).expect("custom");
+        assert_eq!(config.partition.expect("partition slots").mount.mount[0], "busybox");
+
+        let invalid = "unmount_command = [\"umount\"]\n";
+        let err = Config::parse(&text.replace("MOUNT", invalid), Path::new("u.toml"), Path::new("/")).expect_err("no mount point");
+        assert!(err.to_string().contains("slots.unmount_command"), "{err}");
     }
 
     #[test]

@@ -106,15 +106,21 @@ impl Status {
             format!("slot b:           {}", release(&self.slot_b)),
         ];
         if let Some(boot) = &self.boot {
+            // A slot with a release that is neither on trial nor bad is one
+            // the boot loader may fall back to.
             let mark = |slot: Slot| {
+                let release = match slot {
+                    Slot::A => &self.slot_a,
+                    Slot::B => &self.slot_b,
+                };
                 if boot.bad.contains(&slot) {
                     "bad"
                 } else if boot.trial == Some(slot) {
                     "trial"
-                } else if boot.slot == Some(slot) {
+                } else if release.is_some() || boot.slot == Some(slot) {
                     "good"
                 } else {
-                    "-"
+                    "empty"
                 }
             };
             lines.push(format!(
@@ -139,4 +145,24 @@ pub fn event_line(event: &Event) -> String {
     let release = event.release.as_ref().map(|r| format!(" {r}")).unwrap_or_default();
     let detail = if event.detail.is_empty() { String::new() } else { format!(": {}", event.detail) };
     format!("{} {}{slot}{release}{detail}", event.time, event.event)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::Sha256Digest;
+
+    #[test]
+    fn boot_line_marks_each_partition_slot() {
+        let release = |version: &str| SlotRelease { name: "ecar".to_owned(), version: version.parse().expect("version"), digest: Sha256Digest::of(version.as_bytes()) };
+        let mut state = State { slot_a: Some(release("1.0.0")), slot_b: Some(release("1.0.1")), ..State::default() };
+        let boot = BootStatus { slot: Some(Slot::B), trial: Some(Slot::B), bad: Vec::new(), boot_count: 1, boot_limit: 3 };
+        let text = Status::new(&state, &DirectorySlots::new(std::path::Path::new("/nonexistent"))).with_boot(Some(boot)).to_text();
+        assert!(text.contains("slot b (a: good, b: trial), boot 1 of 3"), "{text}");
+
+        state.slot_b = None;
+        let boot = BootStatus { slot: Some(Slot::A), trial: None, bad: vec![Slot::B], boot_count: 0, boot_limit: 3 };
+        let text = Status::new(&state, &DirectorySlots::new(std::path::Path::new("/nonexistent"))).with_boot(Some(boot)).to_text();
+        assert!(text.contains("slot a (a: good, b: bad)"), "{text}");
+    }
 }

@@ -22,14 +22,15 @@ use crate::backup::backup_config;
 use crate::command;
 use crate::config::Config;
 use crate::format::limits::MAX_MANIFEST_BYTES;
-use crate::format::{HealthCheck, Manifest};
+use crate::format::{ChunkRef, HealthCheck, Manifest};
 use crate::fsutil::{write_atomic, FsError};
-use crate::slot::{check_slot, prepare, DirectorySlots, StageStats};
+use crate::slot::{check_cache_room, check_slot, prepare, DirectorySlots, StageStats};
 use crate::source::{open_source_with_cache, read_bounded, ReleaseSource};
 use crate::state::{now_text, Phase, RejectedRelease, Slot, SlotRelease, State, StateError};
 use crate::verify::VerifiedRelease;
 
 mod partition;
+mod pre_switch;
 
 /// Errors of install, commit and rollback. Each message is one line that
 /// names the value and what to do.
@@ -80,6 +81,8 @@ pub enum UpdateError {
     #[error("the current link points to slot {slot} but the state says the active slot is {state_active:?}; \
              run `tenderd recover` or fix the link before installing")]
     LinkMismatch { slot: Slot, state_active: Option<Slot> },
+    #[error("the download cache at {} ran out of space ({detail}); its partial data was removed; free space on that filesystem, then install again", path.display())]
+    CacheFull { path: PathBuf, detail: String },
     #[error("another tenderd holds the lock {}; wait for it to finish", path.display())]
     Locked { path: PathBuf },
 }
@@ -289,7 +292,15 @@ impl Updater {
                 crate::metrics::update(&self.config.state_dir, |c| c.verification_failures += 1);
             }
         }
-        verified
+        match verified {
+            Err(error) if crate::slot::space::is_storage_full(&error) => {
+                // The manifest or delta pack did not fit; its partial file only holds space.
+                let cache_dir = self.cache_dir();
+                crate::slot::space::empty_dir(&cache_dir);
+                Err(UpdateError::CacheFull { path: cache_dir, detail: crate::error_line(&error) })
+            }
+            other => other,
+        }
     }
 
     fn verify_source(
@@ -363,9 +374,17 @@ impl Updater {
         let prepared = match &self.config.partition {
             None => Some(prepare(manifest, &self.slots, target, active.zip(active_manifest.as_ref()), source, &cache_dir, release.delta())?),
             Some(partition) => {
-                // Checked before anything changes: the image, the device, its size.
+                // Checked before anything changes: the image, the device and
+                // its size, the boot environment, the room in the cache.
                 let (size, _, _) = partition.slots.image_of(manifest)?;
                 partition.slots.open_target(target, size)?;
+                partition.boot.env.check_writable()?;
+                if source.is_remote() {
+                    std::fs::create_dir_all(&cache_dir)
+                        .map_err(|source| crate::slot::StageError::Io { action: "create cache directory", path: cache_dir.clone(), source })?;
+                    let missing: Vec<ChunkRef> = partition.slots.missing_chunks(manifest, active_manifest.as_ref())?.into_iter().copied().collect();
+                    check_cache_room(&cache_dir, &missing)?;
+                }
                 None
             }
         };
@@ -396,7 +415,13 @@ impl Updater {
         };
         let stats = match staged {
             Ok(stats) => stats,
-            Err(error) => return Err(self.fail_install(&mut state, target, &record, error)),
+            Err(error) => {
+                if crate::slot::space::is_storage_full(&error) {
+                    // Partial downloads only hold the space the next try needs.
+                    crate::slot::space::empty_dir(&cache_dir);
+                }
+                return Err(self.fail_install(&mut state, target, &record, error));
+            }
         };
         crate::metrics::staged(&self.config.state_dir, &stats, manifest, active_manifest.as_ref());
         let manifest_copy = manifest_copy_path(&self.config.state_dir, target);
@@ -471,34 +496,6 @@ impl Updater {
             tracing::error!(error = %save_error, "cannot record the failed install");
         }
         error
-    }
-
-    /// Runs the release's pre-switch checks against the staged slot.
-    fn pre_switch_checks(&self, manifest: &Manifest, slot: Slot) -> Result<(), String> {
-        if self.config.partition.is_some() {
-            // TODO: mount the staged image read-only to run these checks.
-            tracing::info!("pre-switch checks skipped: the staged slot is a partition image");
-            return Ok(());
-        }
-        let slot_dir = self.slots.slot_dir(slot);
-        for required in &manifest.pre_switch.required_files {
-            if std::fs::symlink_metadata(slot_dir.join(required)).is_err() {
-                return Err(format!("required file {required:?} is missing from the staged slot"));
-            }
-        }
-        if manifest.pre_switch.self_test.is_empty() {
-            return Ok(());
-        }
-        let slot_text = slot_dir.display().to_string();
-        let argv = command::expand(&manifest.pre_switch.self_test, &[("slot", &slot_text)]);
-        let timeout = Duration::from_millis(manifest.pre_switch.self_test_timeout_ms);
-        let outcome = command::run(&argv, Some(&slot_dir), timeout);
-        tracing::info!(command = ?argv, outcome = %outcome.describe(), "pre-switch self-test");
-        if outcome.is_success() {
-            Ok(())
-        } else {
-            Err(format!("self-test {:?} {}", argv.join(" "), outcome.describe()))
-        }
     }
 
     /// Backs up the configuration directory before a switch to `release`.
@@ -658,6 +655,7 @@ impl Updater {
                 tracing::warn!(slot = ?target, "install was interrupted while staging; the active slot is unchanged");
                 if let Some(slot) = target {
                     state.set_slot_release(slot, None);
+                    self.unmount_leftover(slot);
                 }
                 state.phase = Phase::Failed;
                 state.target = None;

@@ -14,32 +14,56 @@ use super::{bin, expect_success, fixture, run, workspace_root};
 pub const DEVICE_BYTES: usize = 4 << 20;
 pub const ENV_BYTES: u64 = 0x4000;
 
-pub fn image_recipe(health: &str) -> String {
+/// Returns a recipe for an image tree, with `pre_switch` as the lines of
+/// its `[pre_switch]` section.
+pub fn image_recipe(health: &str, pre_switch: &str) -> String {
     format!(
         "name = \"ecar-4wd4ws\"\ncompatible = \"ecar-4wd4ws\"\nprefix = \"/opt/ecar\"\nruntime_path = \"/opt/ecar/current\"\n\
-         [colcon]\nworkspace = \"unused\"\n[health]\ncommand = [\"{health}\"]\ntimeout = \"10s\"\ninterval = \"100ms\"\nfailures_to_revert = 1\n"
+         [colcon]\nworkspace = \"unused\"\n[health]\ncommand = [\"{health}\"]\ntimeout = \"10s\"\ninterval = \"100ms\"\nfailures_to_revert = 1\n\
+         [pre_switch]\n{pre_switch}"
     )
 }
 
-/// Image releases 1.0.0 (healthy), 1.0.1 (fails its health check) and
-/// 1.0.2 (healthy), as bundles.
+/// Image releases as bundles, and the directory that contains their trees.
 pub struct Images {
     pub dir: tempfile::TempDir,
     pub bundles: BTreeMap<&'static str, PathBuf>,
 }
 
+/// One image release: the fixture release packed into the image, the
+/// health command and the lines of the recipe's `[pre_switch]` section.
+pub struct ImageSpec {
+    pub version: &'static str,
+    pub source_version: &'static str,
+    pub health: &'static str,
+    pub pre_switch: &'static str,
+}
+
+/// Builds image releases 1.0.0 (healthy), 1.0.1 (fails its health check)
+/// and 1.0.2 (healthy), without pre-switch checks.
 pub fn images() -> Images {
+    image_releases(&[
+        ImageSpec { version: "1.0.0", source_version: "1.0.0", health: "true", pre_switch: "" },
+        ImageSpec { version: "1.0.1", source_version: "1.0.1", health: "false", pre_switch: "" },
+        ImageSpec { version: "1.0.2", source_version: "1.0.1", health: "true", pre_switch: "" },
+    ])
+}
+
+/// Packs each spec's fixture release into an erofs image with `tender
+/// fs-image` and releases the image tree, which also contains a `VERSION` file.
+pub fn image_releases(specs: &[ImageSpec]) -> Images {
     let dir = tempfile::tempdir().expect("tempdir");
     fs::create_dir(dir.path().join("unused")).expect("workspace");
     let mut bundles = BTreeMap::new();
-    for (version, source_version, health) in [("1.0.0", "1.0.0", "true"), ("1.0.1", "1.0.1", "false"), ("1.0.2", "1.0.1", "true")] {
+    for spec in specs {
+        let version = spec.version;
         let tree = dir.path().join(format!("tree-{version}"));
         fs::create_dir(&tree).expect("tree");
-        write_erofs_image(source_version, None, &tree.join("rootfs.img"));
+        write_erofs_image(spec.source_version, None, &tree.join("rootfs.img"));
         // Each version's image differs, as a new release would.
         fs::write(tree.join("VERSION"), version).expect("version file");
         let recipe = dir.path().join(format!("image-{version}.toml"));
-        fs::write(&recipe, image_recipe(health)).expect("recipe");
+        fs::write(&recipe, image_recipe(spec.health, spec.pre_switch)).expect("recipe");
         let out = dir.path().join("out");
         release_tree(&recipe, version, &tree, &out);
         bundles.insert(version, out.join(format!("ecar-4wd4ws-{version}.tender")));

@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::{BootControl, BootEnv, CommandEnv, GrubEnv, UbootCopy, UbootEnv};
 use crate::config::under_root;
-use crate::slot::PartitionSlots;
+use crate::slot::{MountCommands, PartitionSlots};
 
 /// `[boot]` as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -39,17 +39,27 @@ pub struct PartitionSetup {
     pub slots: PartitionSlots,
     pub boot: BootControl,
     pub reboot_command: Vec<String>,
+    /// Mounts a staged slot read-only for the pre-switch checks.
+    pub mount: MountCommands,
+}
+
+/// The `[slots]` fields of partition slots, as written.
+#[derive(Debug, Clone, Copy)]
+pub struct SlotDevices<'a> {
+    pub a: Option<&'a Path>,
+    pub b: Option<&'a Path>,
+    /// The release file written to the devices.
+    pub image: &'a str,
 }
 
 /// Builds the partition setup; the error is a message for the config error.
 pub fn partition_setup(
     root: &Path,
-    a: Option<&Path>,
-    b: Option<&Path>,
-    image: &str,
+    devices: &SlotDevices,
+    mount: MountCommands,
     boot: Option<&BootFile>,
 ) -> Result<PartitionSetup, String> {
-    let (Some(a), Some(b)) = (a, b) else {
+    let (Some(a), Some(b)) = (devices.a, devices.b) else {
         return Err("slots.kind = \"partition\" needs slots.a and slots.b (the two devices)".to_owned());
     };
     let Some(boot) = boot else {
@@ -79,12 +89,14 @@ pub fn partition_setup(
     if !(1..=100).contains(&boot.boot_limit) {
         return Err(format!("boot.boot_limit {} is outside 1 to 100", boot.boot_limit));
     }
+    mount.validate()?;
     if boot.reboot_command.is_empty() {
         return Err("boot.reboot_command must name a command, such as [\"systemctl\", \"reboot\"]".to_owned());
     }
     Ok(PartitionSetup {
-        slots: PartitionSlots { a: under_root(root, a), b: under_root(root, b), image: image.to_owned() },
+        slots: PartitionSlots { a: under_root(root, a), b: under_root(root, b), image: devices.image.to_owned() },
         boot: BootControl { env, boot_limit: boot.boot_limit },
         reboot_command: boot.reboot_command.clone(),
+        mount,
     })
 }

@@ -29,6 +29,16 @@ impl GrubEnv {
         parse(&bytes).ok_or_else(|| BootEnvError::NoValidCopy { what: format!("GRUB environment block {}", self.path.display()) })
     }
 
+    /// Checks that the block and its directory, where the temporary file of
+    /// a write goes, are writable.
+    pub fn check_writable(&self) -> Result<(), BootEnvError> {
+        let not_writable = |source: std::io::Error| BootEnvError::NotWritable { path: self.path.clone(), source };
+        std::fs::OpenOptions::new().write(true).open(&self.path).map_err(not_writable)?;
+        let dir = self.path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        rustix::fs::access(dir, rustix::fs::Access::WRITE_OK).map_err(|e| not_writable(e.into()))?;
+        Ok(())
+    }
+
     /// Writes `vars` through a temporary file and a rename, then reads the
     /// block back. Refuses when the current block is not valid.
     pub fn write(&self, vars: &BTreeMap<String, String>) -> Result<(), BootEnvError> {

@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 pub use command::CommandEnv;
-pub use config::{partition_setup, BootFile, PartitionSetup};
+pub use config::{partition_setup, BootFile, PartitionSetup, SlotDevices};
 pub use grub::GrubEnv;
 pub use uboot::{UbootCopy, UbootEnv};
 
@@ -37,6 +37,8 @@ use crate::state::Slot;
 pub enum BootEnvError {
     #[error("cannot access the boot environment at {}: {source}; check the device path in [boot]", path.display())]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("the boot environment at {} cannot be written: {source}; tenderd changes it to switch slots, so make it writable (remount it read-write or fix the path in [boot])", path.display())]
+    NotWritable { path: PathBuf, source: std::io::Error },
     #[error("{what} has no valid copy; tenderd never writes a default environment, so restore it with the board's tools (fw_setenv -f, grub-editenv create) first")]
     NoValidCopy { what: String },
     #[error("boot environment variable {name:?} cannot be stored; names have no `=` and values no line breaks or NUL bytes")]
@@ -73,6 +75,17 @@ impl BootEnv {
             Self::Uboot(env) => env.write(vars),
             Self::Grub(env) => env.write(vars),
             Self::Command(env) => env.write(vars),
+        }
+    }
+
+    /// Checks, without writing, that a switch could write the environment.
+    pub fn check_writable(&self) -> Result<(), BootEnvError> {
+        match self {
+            Self::Uboot(env) => env.check_writable(),
+            Self::Grub(env) => env.check_writable(),
+            // TODO: a command backend cannot be probed without changing the
+            // environment; its first write is the check.
+            Self::Command(_) => Ok(()),
         }
     }
 

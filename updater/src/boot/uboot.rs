@@ -100,6 +100,17 @@ impl UbootEnv {
         }
     }
 
+    /// Checks that every copy's device opens for writing.
+    pub fn check_writable(&self) -> Result<(), BootEnvError> {
+        for copy in &self.copies {
+            OpenOptions::new()
+                .write(true)
+                .open(&copy.device)
+                .map_err(|source| BootEnvError::NotWritable { path: copy.device.clone(), source })?;
+        }
+        Ok(())
+    }
+
     /// Writes `vars` as the new environment and reads it back. With two
     /// copies the write goes to the older or damaged copy, so the current one
     /// survives a power cut; a damaged copy is repaired by the next write.

@@ -30,6 +30,8 @@ pub enum RegistryError {
     Missing { reference: String, path: String },
     #[error("cannot read {}: {source}", path.display())]
     Io { path: std::path::PathBuf, source: std::io::Error },
+    #[error("cannot {action} {}: {source}", path.display())]
+    Local { action: &'static str, path: std::path::PathBuf, source: std::io::Error },
 }
 
 /// A Tender repository in a registry, with its index loaded.
@@ -106,10 +108,7 @@ impl RegistryClient {
     pub fn blob_to_file(&self, digest: &str, limit: u64, destination: &Path) -> Result<u64, RegistryError> {
         let url = self.reference.blob_url(digest);
         tracing::debug!(%url, "GET blob with resume");
-        let received = self
-            .downloader
-            .download_to(&url, destination, limit)
-            .map_err(|e| RegistryError::Download { reference: self.reference.to_string(), detail: e.to_string() })?;
+        let received = self.downloader.download_to(&url, destination, limit).map_err(|e| self.download_error(e))?;
         let actual = file_digest(destination)?;
         if let Err(error) = self.check_digest(digest, &actual) {
             let _ = std::fs::remove_file(destination);
@@ -127,10 +126,16 @@ impl RegistryClient {
             Some(offset) => {
                 let url = self.reference.blob_url(&location.blob);
                 tracing::debug!(%url, offset, length = location.length, "GET range of a chunk pack");
-                self.downloader
-                    .download_range_to(&url, offset, location.length, destination)
-                    .map_err(|e| RegistryError::Download { reference: self.reference.to_string(), detail: e.to_string() })
+                self.downloader.download_range_to(&url, offset, location.length, destination).map_err(|e| self.download_error(e))
             }
+        }
+    }
+
+    /// Keeps a local file error whole, so that a full cache is recognised as one.
+    fn download_error(&self, error: DownloadError) -> RegistryError {
+        match error {
+            DownloadError::Io { action, path, source } => RegistryError::Local { action, path, source },
+            other => RegistryError::Download { reference: self.reference.to_string(), detail: other.to_string() },
         }
     }
 
@@ -182,7 +187,10 @@ impl RegistryFetcher {
 }
 
 fn fetch_error(location: String, error: RegistryError) -> FetchError {
-    FetchError::Http { location, detail: error.to_string() }
+    match error {
+        RegistryError::Local { action, path, source } => FetchError::Local { action, path, source },
+        other => FetchError::Http { location, detail: other.to_string() },
+    }
 }
 
 impl Fetcher for RegistryFetcher {

@@ -4,8 +4,11 @@
 //! atomically.
 
 mod check;
+mod fstype;
 mod metadata;
+mod mount;
 mod partition;
+pub mod space;
 mod stage;
 
 use std::path::{Path, PathBuf};
@@ -14,8 +17,10 @@ use crate::fsutil::{replace_symlink, FsError};
 use crate::state::Slot;
 
 pub use check::{check_slot, CheckError};
+pub use fstype::FsType;
+pub use mount::{MountCommands, MountError, SlotMount};
 pub use partition::{ImageStats, PartitionError, PartitionSlots};
-pub use stage::{prepare, PreparedStage, StageError, StageStats};
+pub use stage::{check_cache_room, prepare, PreparedStage, StageError, StageStats};
 
 /// Name of the symlink that points at the active slot.
 pub const CURRENT_LINK: &str = "current";
@@ -41,12 +46,6 @@ impl DirectorySlots {
 
     pub fn current_link(&self) -> PathBuf {
         self.base.join(CURRENT_LINK)
-    }
-
-    /// Scratch directory for files being written, on the same file system as
-    /// the slots so a rename moves them into place.
-    pub fn scratch_dir(&self) -> PathBuf {
-        self.base.join(".tender-scratch")
     }
 
     /// Reads which slot `current` points to; `None` when the link is missing

@@ -37,6 +37,10 @@ pub enum PartitionError {
     Io { action: &'static str, path: PathBuf, source: std::io::Error },
     #[error("slot {slot} device {} reads back with sha256 {actual}, not the image's {expected}; the device may be failing", path.display())]
     ReadBack { slot: Slot, path: PathBuf, expected: Sha256Digest, actual: Sha256Digest },
+    #[error("slot {slot} device {} is a sparse file on a filesystem with {available} free, but the image needs {needed} more; free space there or allocate the file in full with `fallocate -l SIZE`", path.display())]
+    NoSpace { slot: Slot, path: PathBuf, available: String, needed: String },
+    #[error("slot {slot} device {} ran out of space after {written} bytes ({source}); it is a file on a full filesystem and contains no release now; free space there or allocate the file in full, then install again", path.display())]
+    OutOfSpace { slot: Slot, path: PathBuf, written: u64, source: std::io::Error },
     #[error(transparent)]
     Source(#[from] SourceError),
     #[error("{0}; the release is damaged, get a new copy")]
@@ -106,7 +110,18 @@ impl PartitionSlots {
         if capacity < size {
             return Err(PartitionError::TooSmall { slot: target, path: path.to_owned(), capacity, size });
         }
+        check_file_room(target, path, &file, size)?;
         Ok(file)
+    }
+
+    /// Chunks of the image of `manifest` that the active slot's image lacks.
+    pub fn missing_chunks<'m>(&self, manifest: &'m Manifest, active: Option<&Manifest>) -> Result<Vec<&'m ChunkRef>, PartitionError> {
+        let (_, _, chunks) = self.image_of(manifest)?;
+        let local: std::collections::HashSet<Sha256Digest> = match active.map(|old| self.image_of(old)) {
+            Some(Ok((_, _, old_chunks))) => old_chunks.iter().map(|chunk| chunk.digest).collect(),
+            _ => Default::default(),
+        };
+        Ok(chunks.iter().filter(|chunk| !local.contains(&chunk.digest)).collect())
     }
 
     /// Writes the image of `manifest` into `target`, then checks the
@@ -187,7 +202,10 @@ impl PartitionSlots {
                     decode_chunk(chunk, &stored)?
                 }
             };
-            device.write_all(&plain).map_err(io("write"))?;
+            device.write_all(&plain).map_err(|source| match source.kind() {
+                std::io::ErrorKind::StorageFull => PartitionError::OutOfSpace { slot: target, path: path.clone(), written: stats.bytes_written, source },
+                _ => PartitionError::Io { action: "write", path: path.clone(), source },
+            })?;
             stats.bytes_written += plain.len() as u64;
         }
         device.sync_all().map_err(io("sync"))?;
@@ -257,6 +275,30 @@ impl PartitionSlots {
         }
         Ok(())
     }
+}
+
+/// A slot that is a sparse regular file (as in tests, or a loop-mounted
+/// file) takes blocks from its filesystem as the image is written; checks
+/// there are enough. Block devices own their space.
+fn check_file_room(slot: Slot, path: &Path, file: &File, size: u64) -> Result<(), PartitionError> {
+    use std::os::unix::fs::MetadataExt;
+    let io = |source| PartitionError::Io { action: "measure", path: path.to_owned(), source };
+    let meta = file.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Ok(());
+    }
+    let allocated = meta.blocks().saturating_mul(512);
+    let needed = size.saturating_sub(allocated);
+    let room = crate::slot::space::room(path).map_err(io)?;
+    if needed > room.available {
+        return Err(PartitionError::NoSpace {
+            slot,
+            path: path.to_owned(),
+            available: crate::slot::space::size_text(room.available),
+            needed: crate::slot::space::size_text(needed),
+        });
+    }
+    Ok(())
 }
 
 /// Reads one chunk of the active image and returns it if it verifies.

@@ -42,6 +42,8 @@ impl HttpSource {
         match error {
             DownloadError::NotFound { .. } => SourceError::NotFound { what: what.to_owned(), source_name: self.base.clone() },
             DownloadError::TooLarge { len, limit, .. } => SourceError::TooLarge { what: what.to_owned(), len, limit },
+            // Kept whole, so that a full cache is recognised as one.
+            DownloadError::Io { action, path, source } => SourceError::Local { action, path, source },
             other => SourceError::Http { url: self.url(what), detail: other.to_string() },
         }
     }

@@ -25,6 +25,8 @@ pub enum SourceError {
     Bundle(#[from] crate::format::bundle::BundleError),
     #[error("cannot read {}: {source}", path.display())]
     Io { path: std::path::PathBuf, source: std::io::Error },
+    #[error("cannot {action} {}: {source}", path.display())]
+    Local { action: &'static str, path: std::path::PathBuf, source: std::io::Error },
     #[error("{what} is {len} bytes, more than the limit of {limit}")]
     TooLarge { what: String, len: u64, limit: u64 },
     #[error("download of {url} failed: {detail}")]

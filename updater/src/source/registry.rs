@@ -28,6 +28,9 @@ impl RegistrySource {
     }
 
     fn source_error(&self, what: &str, error: RegistryError) -> SourceError {
+        if let RegistryError::Local { action, path, source } = error {
+            return SourceError::Local { action, path, source };
+        }
         SourceError::Http { url: format!("{} ({what})", self.client.reference()), detail: crate::error_line(&error) }
     }
 

@@ -29,6 +29,9 @@ pub enum FetchError {
     #[error("cannot write the data of {location}: {source}")]
     Write { location: String, source: std::io::Error },
 
+    #[error("cannot {action} {}: {source}", path.display())]
+    Local { action: &'static str, path: PathBuf, source: std::io::Error },
+
     #[error("{name:?} is not a relative repository path; metadata names a file outside the repository")]
     InvalidName { name: String },
 }
@@ -150,6 +153,7 @@ impl Fetcher for HttpFetcher {
         let bytes = self.downloader.get(&url, max_len).map_err(|error| match error {
             DownloadError::NotFound { .. } => FetchError::NotFound { location: url.clone() },
             DownloadError::TooLarge { .. } => FetchError::TooLarge { location: url.clone(), limit: max_len },
+            DownloadError::Io { action, path, source } => FetchError::Local { action, path, source },
             other => FetchError::Http { location: url.clone(), detail: other.to_string() },
         })?;
         sink.write_all(&bytes).map_err(|source| FetchError::Write { location: url.clone(), source })?;
@@ -164,6 +168,7 @@ impl Fetcher for HttpFetcher {
         self.downloader.download_to(&url, dest, max_len).map_err(|error| match error {
             DownloadError::NotFound { .. } => FetchError::NotFound { location: url.clone() },
             DownloadError::TooLarge { .. } => FetchError::TooLarge { location: url.clone(), limit: max_len },
+            DownloadError::Io { action, path, source } => FetchError::Local { action, path, source },
             other => FetchError::Http { location: url.clone(), detail: other.to_string() },
         })
     }
