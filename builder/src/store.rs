@@ -164,7 +164,7 @@ pub fn set_mode_0644(path: &Path) -> std::io::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn settings() -> ChunkingSettings {
@@ -172,7 +172,7 @@ mod tests {
     }
 
     /// Bytes that do not repeat, so FastCDC finds several boundaries.
-    fn noise(len: usize, seed: u64) -> Vec<u8> {
+    pub(crate) fn noise(len: usize, seed: u64) -> Vec<u8> {
         let mut state = seed;
         (0..len)
             .map(|_| {

@@ -200,7 +200,11 @@ pub fn fetch_repository_release(
     let active_digest = active_manifest.map(crate::format::Sha256Digest::of);
     let mut delta = None;
     let mut bytes = None;
-    if let (Some(choice), Some(active)) = (choose_pack(&trusted.targets, &found.file, active_digest.as_ref()), active_manifest) {
+    let choice = choose_pack(&trusted.targets, &found.file, active_digest.as_ref());
+    if choice.is_none() && active_manifest.is_some() {
+        tracing::info!(manifest = %name, "download plan: manifest and chunks, no cheaper delta pack from the active release");
+    }
+    if let (Some(choice), Some(active)) = (choice, active_manifest) {
         tracing::info!(
             pack = %choice.target_name,
             bytes_with_pack = choice.bytes_with_pack(),

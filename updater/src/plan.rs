@@ -7,7 +7,7 @@
 
 use tender_keys::{TargetFile, Targets};
 
-use crate::format::delta::DeltaTargetInfo;
+use crate::format::delta::{DeltaTargetInfo, DELTA_FORMAT};
 use crate::format::Sha256Digest;
 
 /// A delta pack the planner chose.
@@ -29,7 +29,8 @@ impl PackChoice {
 
 /// Returns the cheapest delta pack from the active manifest `active` to the
 /// manifest target `manifest`, if one costs fewer bytes than the manifest
-/// and the chunks the robot lacks.
+/// and the chunks the robot lacks. Packs of a format newer than this
+/// updater reads are skipped before any download.
 pub fn choose_pack(targets: &Targets, manifest: &TargetFile, active: Option<&Sha256Digest>) -> Option<PackChoice> {
     let active = active?;
     let wanted: Sha256Digest = manifest.hashes.get("sha256")?.parse().ok()?;
@@ -39,7 +40,8 @@ pub fn choose_pack(targets: &Targets, manifest: &TargetFile, active: Option<&Sha
         .iter()
         .filter_map(|(name, file)| {
             let info = DeltaTargetInfo::from_custom(file.custom.as_ref())?;
-            (info.from_manifest == *active && info.to_manifest == wanted).then(|| PackChoice {
+            let usable = info.format <= DELTA_FORMAT && info.from_manifest == *active && info.to_manifest == wanted;
+            usable.then(|| PackChoice {
                 target_name: name.clone(),
                 info,
                 length: file.length,
@@ -62,6 +64,7 @@ mod tests {
 
     fn pack(from: u8, to: u8, length: u64, chunk_bytes: u64, pack_chunk_bytes: u64) -> TargetFile {
         let info = DeltaTargetInfo {
+            format: 1,
             name: "ecar".to_owned(),
             from: semver::Version::new(1, 0, u64::from(from)),
             from_manifest: digest(from),
@@ -99,6 +102,16 @@ mod tests {
         assert_eq!(choose_pack(&targets, &manifest(2, 1_000), Some(&digest(0))), None);
         assert_eq!(choose_pack(&targets, &manifest(2, 1_000), None), None);
         assert_eq!(choose_pack(&targets, &manifest(3, 1_000), Some(&digest(1))), None);
+    }
+
+    #[test]
+    fn pack_of_newer_format_is_skipped() {
+        let mut file = pack(1, 2, 10, 9_000, 0);
+        if let Some(custom) = file.custom.as_mut() {
+            custom["delta"]["format"] = serde_json::json!(DELTA_FORMAT + 1);
+        }
+        let targets = targets(vec![("ecar-1.0.2.from-1.0.1.delta", file)]);
+        assert_eq!(choose_pack(&targets, &manifest(2, 1_000), Some(&digest(1))), None);
     }
 
     fn targets_with_cheap_pack() -> Targets {

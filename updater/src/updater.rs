@@ -425,7 +425,9 @@ impl Updater {
                 .write(source)
                 .map_err(UpdateError::from)
                 .and_then(|stats| check_slot(&self.slots.slot_dir(target), manifest).map(|()| stats).map_err(UpdateError::from)),
-            (None, Some(partition)) => self.stage_image(partition, manifest, target, active.zip(active_manifest.as_ref()), source, &cache_dir),
+            (None, Some(partition)) => {
+                self.stage_image(partition, manifest, target, active.zip(active_manifest.as_ref()), source, &cache_dir, release.delta())
+            }
             (None, None) => Err(UpdateError::NothingStaged { phase: state.phase }),
         };
         let stats = match staged {

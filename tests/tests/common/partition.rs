@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::robot::Robot;
@@ -52,7 +52,6 @@ pub fn images() -> Images {
 /// Packs each spec's fixture release into an erofs image with `tender
 /// fs-image` and releases the image tree, which also contains a `VERSION` file.
 pub fn image_releases(specs: &[ImageSpec]) -> Images {
-    let fixture = fixture();
     let dir = tempfile::tempdir().expect("tempdir");
     fs::create_dir(dir.path().join("unused")).expect("workspace");
     let mut bundles = BTreeMap::new();
@@ -60,35 +59,51 @@ pub fn image_releases(specs: &[ImageSpec]) -> Images {
         let version = spec.version;
         let tree = dir.path().join(format!("tree-{version}"));
         fs::create_dir(&tree).expect("tree");
-        let image = run(Command::new(bin("tender"))
-            .arg("fs-image")
-            .arg("--recipe")
-            .arg(workspace_root().join("recipes/ecar-4wd4ws.toml"))
-            .arg("--release")
-            .arg(fixture.repo.parent().expect("out"))
-            .args(["--version", spec.source_version, "--type", "erofs", "--out"])
-            .arg(tree.join("rootfs.img")));
-        expect_success(&image, "tender fs-image");
+        write_erofs_image(spec.source_version, None, &tree.join("rootfs.img"));
         // Each version's image differs, as a new release would.
         fs::write(tree.join("VERSION"), version).expect("version file");
         let recipe = dir.path().join(format!("image-{version}.toml"));
         fs::write(&recipe, image_recipe(spec.health, spec.pre_switch)).expect("recipe");
         let out = dir.path().join("out");
-        let release = run(Command::new(bin("tender"))
-            .arg("release")
-            .arg("--recipe")
-            .arg(&recipe)
-            .args(["--version", version, "--out"])
-            .arg(&out)
-            .arg("--keys")
-            .arg(&fixture.keys)
-            .arg("--tree")
-            .arg(&tree)
-            .env("SOURCE_DATE_EPOCH", &fixture.epoch));
-        expect_success(&release, "release an image");
+        release_tree(&recipe, version, &tree, &out);
         bundles.insert(version, out.join(format!("ecar-4wd4ws-{version}.tender")));
     }
     Images { dir, bundles }
+}
+
+/// Writes an erofs image of the fixture release `source_version` to `out`,
+/// over the root filesystem tarball `base` when one is given.
+pub fn write_erofs_image(source_version: &str, base: Option<&Path>, out: &Path) {
+    let mut command = Command::new(bin("tender"));
+    command
+        .arg("fs-image")
+        .arg("--recipe")
+        .arg(workspace_root().join("recipes/ecar-4wd4ws.toml"))
+        .arg("--release")
+        .arg(fixture().repo.parent().expect("out"))
+        .args(["--version", source_version, "--type", "erofs", "--out"])
+        .arg(out);
+    if let Some(base) = base {
+        command.arg("--base").arg(base);
+    }
+    expect_success(&run(&mut command), "tender fs-image");
+}
+
+/// Releases `tree` as `version` into `out`, signed with the fixture keys.
+pub fn release_tree(recipe: &Path, version: &str, tree: &Path, out: &Path) {
+    let fixture = fixture();
+    let release = run(Command::new(bin("tender"))
+        .arg("release")
+        .arg("--recipe")
+        .arg(recipe)
+        .args(["--version", version, "--out"])
+        .arg(out)
+        .arg("--keys")
+        .arg(&fixture.keys)
+        .arg("--tree")
+        .arg(tree)
+        .env("SOURCE_DATE_EPOCH", &fixture.epoch));
+    expect_success(&release, "release an image");
 }
 
 /// The boot loader of the simulated robot, with its Debian tool.

@@ -19,7 +19,26 @@
 //! contents, concatenated in the same order, as the zstd reference prefix:
 //! the stream form of `zstd --patch-from`. Groups stay below
 //! [`MAX_GROUP_BYTES`] of output and of reference, which bounds the memory a
-//! robot needs to apply them. Larger files travel as chunks.
+//! robot needs to apply them.
+//!
+//! A file larger than [`MAX_GROUP_BYTES`] is cut into *windows* (format 2).
+//! Each window is a group of its own with one [`DeltaFile`]. Its
+//! [`DeltaWindow`] gives the range of the new file that it rebuilds, and
+//! the ranges of the base file whose concatenation is its reference. Both
+//! sides stay within [`MAX_GROUP_BYTES`].
+//! The windows of a file follow each other in consecutive groups and cover
+//! it from offset 0 without gaps, so a robot writes them in order and never
+//! holds more than one window and one reference in memory. A partition
+//! robot applies the groups of its image the same way, with the references
+//! read from the active slot's device.
+//!
+//! **Versions.** The builder writes format 1 when no file has windows, so
+//! robots that predate windows keep using those packs, and format 2
+//! otherwise. This updater reads both and rejects any other format with a
+//! message to update `tenderd`. A robot that reads only format 1 rejects a
+//! format-2 header as invalid (`unknown field "window"`) after it downloaded
+//! the pack, and falls back to chunks; the `format` in the target's
+//! `custom.delta` lets newer robots skip such packs before downloading.
 //!
 //! Chunks that both releases share are not listed: the robot derives them
 //! from the two signed manifests.
@@ -30,8 +49,10 @@ use crate::format::Sha256Digest;
 
 /// First bytes of every delta pack.
 pub const DELTA_MAGIC: &[u8; 8] = b"TNDRDLT1";
-/// The pack format this updater reads and the builder writes.
-pub const DELTA_FORMAT: u32 = 1;
+/// The newest pack format this updater reads: format 2 adds file windows.
+pub const DELTA_FORMAT: u32 = 2;
+/// The pack format without file windows, which every robot reads.
+pub const DELTA_FORMAT_GROUPS: u32 = 1;
 /// Most bytes of new content, and of reference, in one group.
 pub const MAX_GROUP_BYTES: u64 = 32 * 1024 * 1024;
 /// Largest compressed header a robot reads.
@@ -83,6 +104,40 @@ pub struct DeltaFile {
     /// reference; `None` for a file compressed without one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<String>,
+    /// The part of a file larger than [`MAX_GROUP_BYTES`] that this group
+    /// rebuilds (format 2); `None` for a whole file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<DeltaWindow>,
+}
+
+/// A byte range of a large new file, and the byte ranges of its base whose
+/// concatenation is the reference of the window's frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeltaWindow {
+    /// Offset of the window in the new file.
+    pub offset: u64,
+    /// Bytes of the new file the window rebuilds, at most [`MAX_GROUP_BYTES`].
+    pub length: u64,
+    /// Ranges of the base file, in the order they are concatenated, at most
+    /// [`MAX_GROUP_BYTES`] in total; empty without a base.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub base_ranges: Vec<ByteRange>,
+}
+
+impl DeltaWindow {
+    /// Bytes of the window's reference.
+    pub fn base_length(&self) -> u64 {
+        self.base_ranges.iter().fold(0u64, |sum, range| sum.saturating_add(range.length))
+    }
+}
+
+/// `length` bytes from `offset` of a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ByteRange {
+    pub offset: u64,
+    pub length: u64,
 }
 
 /// The `custom` field of a pack's target in `targets.json`: what a robot
@@ -95,6 +150,10 @@ pub struct DeltaTarget {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeltaTargetInfo {
+    /// Format of the pack's header (`DeltaHeader::format`); 1 when absent,
+    /// as in targets written before format 2.
+    #[serde(default = "format_groups")]
+    pub format: u32,
     pub name: String,
     pub from: semver::Version,
     pub from_manifest: Sha256Digest,
@@ -102,9 +161,14 @@ pub struct DeltaTargetInfo {
     pub to_manifest: Sha256Digest,
     /// Stored bytes of the chunks that a robot running `from` lacks for `to`.
     pub chunk_bytes: u64,
-    /// Stored bytes of the chunks it still lacks when it uses the pack: those
-    /// of files too large for a group.
+    /// Stored bytes of the chunks it still lacks when it uses the pack. Format
+    /// 1 packs leave files larger than a group to chunks; format 2 packs
+    /// carry every changed file, so this is 0.
     pub pack_chunk_bytes: u64,
+}
+
+fn format_groups() -> u32 {
+    DELTA_FORMAT_GROUPS
 }
 
 impl DeltaTargetInfo {
@@ -146,6 +210,16 @@ mod tests {
         let info = serde_json::json!({ "name": "ecar", "version": "1.0.0" });
         assert_eq!(DeltaTargetInfo::from_custom(Some(&info)), None);
         assert_eq!(DeltaTargetInfo::from_custom(None), None);
+    }
+
+    #[test]
+    fn target_info_without_format_is_format_1() {
+        let info = serde_json::json!({ "delta": {
+            "name": "ecar", "from": "1.0.0", "from_manifest": Sha256Digest::of(b"a"), "to": "1.0.1",
+            "to_manifest": Sha256Digest::of(b"b"), "chunk_bytes": 10, "pack_chunk_bytes": 0,
+        } });
+        let parsed = DeltaTargetInfo::from_custom(Some(&info)).expect("delta info");
+        assert_eq!(parsed.format, DELTA_FORMAT_GROUPS);
     }
 
     #[test]

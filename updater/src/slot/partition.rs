@@ -1,8 +1,10 @@
 //! Partition slots: two block devices (or image files, in tests) that each
 //! hold a filesystem image. Staging streams the release's image into the
-//! inactive device one chunk at a time, then reads it back past the page
-//! cache and checks its SHA-256 before a switch may point at it. The active
-//! device is only ever opened for reading.
+//! inactive device, from the delta pack's frames of the image when the
+//! download planner chose a pack, else one chunk at a time. It then reads
+//! the device back past the page cache and checks its SHA-256 before a
+//! switch may point at it. The active device is only ever opened for
+//! reading.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -11,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use crate::delta::{DeltaError, DeltaPack};
 use crate::format::chunk::decode_chunk;
 use crate::format::limits::MAX_STORED_CHUNK_BYTES;
 use crate::format::{ChunkRef, EntryKind, Manifest, Sha256Digest};
@@ -57,6 +60,8 @@ pub struct PartitionSlots {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ImageStats {
     pub bytes_written: u64,
+    /// Bytes of the delta pack whose frames rebuilt the image; 0 without.
+    pub delta_bytes: u64,
     pub chunks_fetched: u64,
     pub bytes_fetched: u64,
     pub chunk_bytes_reused: u64,
@@ -119,8 +124,11 @@ impl PartitionSlots {
         Ok(chunks.iter().filter(|chunk| !local.contains(&chunk.digest)).collect())
     }
 
-    /// Writes the image of `manifest` into `target`, taking chunks from the
-    /// active slot's image where it has them, then checks the written bytes.
+    /// Writes the image of `manifest` into `target`, then checks the
+    /// written bytes. With a delta pack, the image is rebuilt from the
+    /// pack's frames and the active image. When that fails, or without a
+    /// pack, it is written from chunks, which are read from the active
+    /// slot's image where it has them.
     pub fn stage(
         &self,
         manifest: &Manifest,
@@ -128,6 +136,7 @@ impl PartitionSlots {
         active: Option<(Slot, &Manifest)>,
         source: &mut dyn ReleaseSource,
         cache_dir: &Path,
+        delta: Option<&DeltaPack>,
     ) -> Result<ImageStats, PartitionError> {
         let (size, digest, chunks) = self.image_of(manifest)?;
         let mut device = self.open_target(target, size)?;
@@ -136,6 +145,21 @@ impl PartitionSlots {
             let path = path.clone();
             move |source| PartitionError::Io { action, path, source }
         };
+
+        if let (Some(pack), Some((active_slot, old))) = (delta, active) {
+            match self.write_from_pack(pack, manifest, (active_slot, old), (target, &mut device)) {
+                Ok(()) => {
+                    tracing::info!(pack = pack.length(), image = size, "image rebuilt from the delta pack");
+                    device.sync_all().map_err(io("sync"))?;
+                    drop(device);
+                    self.verify(target, size, &digest)?;
+                    return Ok(ImageStats { bytes_written: size, delta_bytes: pack.length(), ..ImageStats::default() });
+                }
+                Err(error) => {
+                    tracing::warn!(error = %crate::error_line(&error), "delta pack unusable for the image; writing it from chunks");
+                }
+            }
+        }
 
         // Where each chunk of the active image is, to read it locally.
         let mut local: HashMap<Sha256Digest, u64> = HashMap::new();
@@ -188,6 +212,40 @@ impl PartitionSlots {
         drop(device);
         self.verify(target, size, &digest)?;
         Ok(stats)
+    }
+
+    /// Writes the image from the pack's frames of it into `device`, each
+    /// frame's reference read from the active slot's device (opened only
+    /// for reading), and checks the SHA-256 of the bytes written. The
+    /// device may hold a partial image when this fails.
+    fn write_from_pack(
+        &self,
+        pack: &DeltaPack,
+        manifest: &Manifest,
+        (active, old): (Slot, &Manifest),
+        (target, device): (Slot, &mut File),
+    ) -> Result<(), DeltaError> {
+        let mismatch = |detail| DeltaError::Mismatch { pack: pack.path().to_owned(), path: self.image.clone(), detail };
+        let (size, digest, _) = self.image_of(manifest).map_err(|_| mismatch("is not a file of the new release"))?;
+        let (old_size, _, _) = self.image_of(old).map_err(|_| mismatch("is not a file of the active release"))?;
+        let Some((base, frames)) = pack.file_frames(&self.image, size, old_size) else {
+            return Err(mismatch("shares its frames with other files or is missing, so a partition slot cannot use them"));
+        };
+        if base.is_some_and(|base| base != self.image) {
+            return Err(mismatch("has another file than the active image as its base"));
+        }
+        let active_path = self.device(active);
+        let mut active_device = File::open(active_path).map_err(|source| DeltaError::Io { action: "open", path: active_path.to_owned(), source })?;
+        let target_path = self.device(target).to_owned();
+        device.seek(SeekFrom::Start(0)).map_err(|source| DeltaError::Io { action: "seek", path: target_path.clone(), source })?;
+        let base = base.map(|_| (&mut active_device, active_path, old_size));
+        let mut writer = std::io::BufWriter::with_capacity(1 << 20, &mut *device);
+        let actual = pack.write_frames(&self.image, &frames, base, size, &mut writer)?;
+        writer.flush().map_err(|source| DeltaError::Io { action: "write", path: target_path, source })?;
+        if actual != digest {
+            return Err(DeltaError::FileDigest { path: self.image.clone(), expected: digest, actual });
+        }
+        Ok(())
     }
 
     /// Reads `size` bytes of a slot back, past the page cache, and checks

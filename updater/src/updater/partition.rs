@@ -15,6 +15,7 @@ use std::time::Duration;
 use super::{TrialResult, UpdateError, Updater};
 use crate::boot::PartitionSetup;
 use crate::command;
+use crate::delta::DeltaPack;
 use crate::format::Manifest;
 use crate::slot::StageStats;
 use crate::source::ReleaseSource;
@@ -30,6 +31,7 @@ impl Updater {
         }
     }
 
+    #[allow(clippy::too_many_arguments, reason = "the inputs of a staging, as for directory slots")]
     pub(super) fn stage_image(
         &self,
         partition: &PartitionSetup,
@@ -38,10 +40,14 @@ impl Updater {
         active: Option<(Slot, &Manifest)>,
         source: &mut dyn ReleaseSource,
         cache_dir: &Path,
+        delta: Option<&DeltaPack>,
     ) -> Result<StageStats, UpdateError> {
-        let image = partition.slots.stage(manifest, target, active, source, cache_dir)?;
+        let image = partition.slots.stage(manifest, target, active, source, cache_dir, delta)?;
+        let from_delta = image.delta_bytes > 0;
         Ok(StageStats {
-            files_rebuilt: 1,
+            files_rebuilt: u64::from(!from_delta),
+            files_from_delta: u64::from(from_delta),
+            delta_bytes: image.delta_bytes,
             chunk_bytes_reused: image.chunk_bytes_reused,
             chunks_fetched: image.chunks_fetched,
             bytes_fetched: image.bytes_fetched,

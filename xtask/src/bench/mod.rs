@@ -8,12 +8,15 @@
 //!   and the sample workspace with a one-line change): bytes a robot
 //!   downloads, apply time and peak memory for Tender, xdelta3,
 //!   `zstd --patch-from`, casync and a full `tar.zst`;
+//! - delta packs of ext4 and erofs images of the Debian pair, against the
+//!   chunks a robot lacks and `zstd --patch-from` of the images;
 //! - a full install over a link that drops every 1 MiB;
 //! - peak memory of `tenderd install` for a release of 1 GiB.
 
 mod corpus;
 mod delta;
 mod files;
+mod images;
 mod link;
 mod measure;
 mod memory;
@@ -60,6 +63,8 @@ pub enum Section {
     Debian,
     /// The sample workspace pair against the other tools.
     Workspace,
+    /// Delta packs of ext4 and erofs images of the Debian pair.
+    Images,
     /// A full install over a link that drops every 1 MiB.
     Link,
     /// Peak memory of installing a release of 1 GiB.
@@ -108,6 +113,7 @@ pub struct Report {
     pub pairs: Vec<PairResult>,
     pub link: Option<link::LinkResult>,
     pub memory: Option<memory::MemoryResult>,
+    pub images: Option<Vec<images::ImageResult>>,
 }
 
 /// One tree pair: its size, Tender's numbers and the other tools'.
@@ -181,8 +187,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
     }
 
-    if args.wants(Section::Debian) || args.wants(Section::Link) {
+    if args.wants(Section::Debian) || args.wants(Section::Link) || args.wants(Section::Images) {
         let (old, new) = corpus::debian_pair()?;
+        if args.wants(Section::Images) {
+            report.images = Some(images::bench_images(&old, &new, &work, &tools, &epoch)?);
+        }
         let out = work.join("debian-out");
         for (tree, version) in [(&old, DEBIAN_OLD_VERSION), (&new, DEBIAN_NEW_VERSION)] {
             release_tree(&tools, tree, version, &out, &epoch)?;

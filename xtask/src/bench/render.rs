@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 use std::fs;
 use std::process::Command;
 
+use super::images::ImageResult;
 use super::link::{LinkResult, DROP_AFTER};
 use super::memory::MemoryResult;
 use super::peers::{PEER_ZSTD_LEVEL, PEER_ZSTD_WINDOW_LOG};
@@ -27,6 +28,9 @@ pub fn render(report: &Report) -> String {
         for pair in &report.pairs {
             pair_section(&mut page, pair);
         }
+    }
+    if let Some(images) = &report.images {
+        images_section(&mut page, images);
     }
     if let Some(link) = &report.link {
         link_section(&mut page, link);
@@ -257,6 +261,37 @@ fn pair_section(page: &mut String, pair: &PairResult) {
         stat(report, "files_kept"),
         mib_exact(tender.full_install_bytes),
     );
+}
+
+fn images_section(page: &mut String, images: &[ImageResult]) {
+    let _ = writeln!(page, "## Filesystem images\n");
+    let _ = writeln!(
+        page,
+        "ext4 and erofs images of the Debian pair above (`mke2fs -d` with a fixed UUID and hash seed, \
+         `mkfs.erofs`), each released as a tree containing `rootfs.img`. The images are larger than a 32 MiB \
+         delta group, so the pack patches them in windows. Tender's bytes are the pack target's length and, \
+         without the pack, the stored chunks that a robot running the older image lacks; metadata is left \
+         out. zstd: `zstd -{PEER_ZSTD_LEVEL} --long={PEER_ZSTD_WINDOW_LOG} --patch-from=OLD.img NEW.img`, which \
+         keeps the whole older image in memory. No robot installs these images here.\n"
+    );
+    let _ = writeln!(page, "| image | older | newer | Tender pack | Tender chunks | zstd --patch-from | `tender release` of the newer image |");
+    let _ = writeln!(page, "| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for image in images {
+        let optional = |bytes: Option<u64>| bytes.map_or_else(|| "none".to_owned(), mib_exact);
+        let _ = writeln!(
+            page,
+            "| {} | {} | {} | {} | {} | {} | {:.1} s, {} |",
+            image.kind,
+            mib(image.old_bytes as f64),
+            mib(image.new_bytes as f64),
+            optional(image.pack_bytes),
+            optional(image.chunk_bytes),
+            mib_exact(image.zstd_patch_bytes),
+            image.release.seconds,
+            mib(image.release.max_rss_kib as f64 * 1024.0)
+        );
+    }
+    let _ = writeln!(page);
 }
 
 fn link_section(page: &mut String, link: &LinkResult) {
