@@ -37,6 +37,9 @@ const REQUIREMENTS: &[Requirement] = &[
     Requirement { check: &["mke2fs", "-V"], package: "e2fsprogs" },
     Requirement { check: &["mkfs.erofs", "--help"], package: "erofs-utils" },
     Requirement { check: &["mksquashfs", "-version"], package: "squashfs-tools" },
+    // Pre-switch checks mount images read-only, and the full-disk tests
+    // mount small tmpfs filesystems.
+    Requirement { check: &["mount", "--version"], package: "mount" },
     // The publishing tests serve repositories with these, on 127.0.0.1.
     Requirement { check: &["nginx", "-v"], package: "nginx" },
     Requirement { check: &["sh", "-c", "command -v htpasswd"], package: "apache2-utils" },
