@@ -4,7 +4,7 @@
 //! atomically.
 
 mod check;
-mod fstype;
+pub mod fstype;
 mod metadata;
 mod mount;
 mod partition;
