@@ -330,3 +330,14 @@ fn release_is_byte_identical_from_another_checkout() {
     let second = fs::read(out.join("ecar-4wd4ws-1.0.0.tender")).expect("second bundle");
     assert!(first == second, "bundles of the same source differ ({} vs {} bytes)", first.len(), second.len());
 }
+
+#[test]
+fn relative_root_runs_the_self_test() {
+    let fixture = fixture();
+    let robot = Robot::new(&fixture.keys);
+    let parent = robot.root.path().parent().expect("parent of the robot");
+    let name = robot.root.path().file_name().expect("robot directory name");
+    let output = common::run(Command::new(common::bin("tenderd")).current_dir(parent).arg("--root").arg(name).arg("install").arg(&fixture.bundle_100));
+    expect_success(&output, "install with a relative --root");
+    assert_eq!(robot.status()["version"], "1.0.0");
+}

@@ -306,7 +306,16 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    // Commands run from inside a slot (the pre-switch self-test, for one),
+    // so a relative root would name another place there.
+    match std::path::absolute(&cli.root) {
+        Ok(root) => cli.root = root,
+        Err(error) => {
+            eprintln!("tenderd: error: cannot make --root {} absolute: {error}; pass an absolute path", cli.root.display());
+            return ExitCode::FAILURE;
+        }
+    }
     match run(cli) {
         Ok(code) => code,
         Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
