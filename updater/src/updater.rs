@@ -294,7 +294,8 @@ impl Updater {
         }
         match verified {
             Err(error) if crate::slot::space::is_storage_full(&error) => {
-                // The manifest or delta pack did not fit; its partial file only holds space.
+                // The manifest or delta pack did not fit, and its partial file
+                // only takes space that the next attempt needs.
                 let cache_dir = self.cache_dir();
                 crate::slot::space::empty_dir(&cache_dir);
                 Err(UpdateError::CacheFull { path: cache_dir, detail: crate::error_line(&error) })
@@ -432,13 +433,7 @@ impl Updater {
         };
         let stats = match staged {
             Ok(stats) => stats,
-            Err(error) => {
-                if crate::slot::space::is_storage_full(&error) {
-                    // Partial downloads only hold the space the next try needs.
-                    crate::slot::space::empty_dir(&cache_dir);
-                }
-                return Err(self.fail_install(&mut state, target, &record, error));
-            }
+            Err(error) => return Err(self.fail_install(&mut state, target, &record, error)),
         };
         crate::metrics::staged(&self.config.state_dir, &stats, manifest, active_manifest.as_ref());
         let manifest_copy = manifest_copy_path(&self.config.state_dir, target);

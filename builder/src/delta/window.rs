@@ -8,12 +8,15 @@
 //! around a change usually moved by the same amount. The most voted
 //! segments, up to [`MAX_GROUP_BYTES`], form the reference in base order.
 //!
-//! Measured with `zstd -9 --patch-from` on each window, on ext4 (400 MiB)
-//! and erofs (221 MiB) images of the two Debian 12 minbase trees of the
-//! benchmarks: the base's 32 MiB at the window's own offset gave 71.0 MB
-//! and 58.6 MB, 16 MiB windows with a centered 32 MiB reference 72.6 MB
-//! and 66.8 MB, voted segments 33.1 MB and 18.3 MB, and one frame with the
-//! whole old image as reference (unbounded memory) 17.2 MB and 17.3 MB.
+//! Pack sizes measured with `zstd -9 --patch-from` on each window, on ext4
+//! (400 MiB) and erofs (221 MiB) images of the two Debian 12 minbase trees
+//! of the benchmarks, ext4 first:
+//!
+//! - the base's 32 MiB at the window's own offset: 71.0 MB and 58.6 MB;
+//! - 16 MiB windows with a centered 32 MiB reference: 72.6 MB and 66.8 MB;
+//! - voted segments, as written here: 33.1 MB and 18.3 MB;
+//! - one frame with the whole old image as reference, with unbounded
+//!   memory: 17.2 MB and 17.3 MB.
 
 use std::collections::HashMap;
 

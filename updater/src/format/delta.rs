@@ -37,8 +37,8 @@
 //! otherwise. This updater reads both and rejects any other format with a
 //! message to update `tenderd`. A robot that reads only format 1 rejects a
 //! format-2 header as invalid (`unknown field "window"`) after it downloaded
-//! the pack, and falls back to chunks; the `format` in the target's
-//! `custom.delta` lets newer robots skip such packs before downloading.
+//! the pack, then falls back to chunks. Newer robots read the `format` in
+//! the target's `custom.delta` and skip such packs before downloading.
 //!
 //! Chunks that both releases share are not listed: the robot derives them
 //! from the two signed manifests.

@@ -114,14 +114,25 @@ impl PartitionSlots {
         Ok(file)
     }
 
-    /// Chunks of the image of `manifest` that the active slot's image lacks.
+    /// Returns the chunks of the image of `manifest` that the active slot's
+    /// image lacks.
     pub fn missing_chunks<'m>(&self, manifest: &'m Manifest, active: Option<&Manifest>) -> Result<Vec<&'m ChunkRef>, PartitionError> {
         let (_, _, chunks) = self.image_of(manifest)?;
-        let local: std::collections::HashSet<Sha256Digest> = match active.map(|old| self.image_of(old)) {
-            Some(Ok((_, _, old_chunks))) => old_chunks.iter().map(|chunk| chunk.digest).collect(),
-            _ => Default::default(),
-        };
-        Ok(chunks.iter().filter(|chunk| !local.contains(&chunk.digest)).collect())
+        let local = self.chunk_offsets(active);
+        Ok(chunks.iter().filter(|chunk| !local.contains_key(&chunk.digest)).collect())
+    }
+
+    /// Maps each chunk of the active slot's image to its offset there.
+    fn chunk_offsets(&self, active: Option<&Manifest>) -> HashMap<Sha256Digest, u64> {
+        let mut offsets = HashMap::new();
+        if let Some(Ok((_, _, old_chunks))) = active.map(|old| self.image_of(old)) {
+            let mut offset = 0;
+            for chunk in old_chunks {
+                offsets.entry(chunk.digest).or_insert(offset);
+                offset += chunk.size;
+            }
+        }
+        offsets
     }
 
     /// Writes the image of `manifest` into `target`, then checks the
@@ -162,14 +173,7 @@ impl PartitionSlots {
         }
 
         // Where each chunk of the active image is, to read it locally.
-        let mut local: HashMap<Sha256Digest, u64> = HashMap::new();
-        if let Some(Ok((_, _, old_chunks))) = active.map(|(_, old)| self.image_of(old)) {
-            let mut offset = 0;
-            for chunk in old_chunks {
-                local.entry(chunk.digest).or_insert(offset);
-                offset += chunk.size;
-            }
-        }
+        let local = self.chunk_offsets(active.map(|(_, old)| old));
         let mut active_device = active.and_then(|(slot, _)| File::open(self.device(slot)).ok());
 
         let missing: Vec<(Sha256Digest, u64)> = chunks
@@ -277,9 +281,9 @@ impl PartitionSlots {
     }
 }
 
-/// A slot that is a sparse regular file (as in tests, or a loop-mounted
-/// file) takes blocks from its filesystem as the image is written; checks
-/// there are enough. Block devices own their space.
+/// Checks that a slot which is a sparse regular file (as in tests, or a
+/// loop-mounted file) has room on its filesystem for the image, because it
+/// takes blocks there as the image is written. Block devices own their space.
 fn check_file_room(slot: Slot, path: &Path, file: &File, size: u64) -> Result<(), PartitionError> {
     use std::os::unix::fs::MetadataExt;
     let io = |source| PartitionError::Io { action: "measure", path: path.to_owned(), source };

@@ -38,12 +38,12 @@ pub enum StageError {
     Delta(#[from] crate::delta::DeltaError),
     #[error("file {path:?} rebuilt from its chunks hashes to {actual}, but the manifest says {expected}")]
     FileDigest { path: String, expected: Sha256Digest, actual: Sha256Digest },
-    #[error("{what} at {} cannot be written: {source}; remount it read-write or fix its permissions, then install again", path.display())]
-    NotWritable { what: String, path: PathBuf, source: std::io::Error },
-    #[error("{what} at {} has {available} free but staging needs {needed}; free space on that filesystem, then install again", path.display())]
-    NoSpace { what: String, path: PathBuf, available: String, needed: String },
-    #[error("{what} at {} ran out of space ({source}); its partial data was removed; free space on that filesystem, then install again", path.display())]
-    OutOfSpace { what: String, path: PathBuf, source: Box<StageError> },
+    #[error("{place} at {} cannot be written: {source}; remount it read-write or fix its permissions, then install again", path.display())]
+    NotWritable { place: String, path: PathBuf, source: std::io::Error },
+    #[error("{place} at {} has {available} free but staging needs {needed}; free space on that filesystem, then install again", path.display())]
+    NoSpace { place: String, path: PathBuf, available: String, needed: String },
+    #[error("{place} at {} ran out of space ({source}); its partial data was removed; free space on that filesystem, then install again", path.display())]
+    OutOfSpace { place: String, path: PathBuf, source: Box<StageError> },
 }
 
 fn io_error<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(std::io::Error) -> StageError + 'p {
@@ -181,7 +181,7 @@ pub fn prepare<'m>(
     match fetched {
         Err(error) if space::is_storage_full(&error) => {
             space::empty_dir(cache_dir);
-            return Err(StageError::OutOfSpace { what: "the download cache".to_owned(), path: cache_dir.to_owned(), source: Box::new(error) });
+            return Err(StageError::OutOfSpace { place: "the download cache".to_owned(), path: cache_dir.to_owned(), source: Box::new(error) });
         }
         other => other?,
     }
@@ -217,8 +217,8 @@ const BATCH_FILES: usize = 1024;
 /// removes count as free, except for one batch of replaced files, whose
 /// blocks are freed only when their new copies are renamed over them.
 fn check_slot_room(manifest: &Manifest, slot_dir: &Path, target: Slot, plans: &HashMap<String, FilePlan>) -> Result<(), StageError> {
-    let what = || format!("slot {target}");
-    space::check_writable(slot_dir).map_err(|e| StageError::NotWritable { what: what(), path: slot_dir.to_owned(), source: e })?;
+    let place = || format!("slot {target}");
+    space::check_writable(slot_dir).map_err(|e| StageError::NotWritable { place: place(), path: slot_dir.to_owned(), source: e })?;
     let room = space::room(slot_dir).map_err(io_error("measure free space of", slot_dir))?;
     let written: HashMap<&str, u64> = manifest
         .entries
@@ -234,7 +234,7 @@ fn check_slot_room(manifest: &Manifest, slot_dir: &Path, target: Slot, plans: &H
     let required = needed.saturating_sub(freed.total) + batch;
     if required > room.available {
         return Err(StageError::NoSpace {
-            what: what(),
+            place: place(),
             path: slot_dir.to_owned(),
             available: space::size_text(room.available),
             needed: space::size_text(required),
@@ -292,7 +292,7 @@ pub fn check_cache_room(cache_dir: &Path, needed: &[ChunkRef]) -> Result<(), Sta
     let required = missing.iter().sum::<u64>() + missing.iter().max().copied().unwrap_or(0);
     if required > room.available {
         return Err(StageError::NoSpace {
-            what: "the download cache".to_owned(),
+            place: "the download cache".to_owned(),
             path: cache_dir.to_owned(),
             available: space::size_text(room.available),
             needed: space::size_text(required),
@@ -412,7 +412,7 @@ impl PreparedStage<'_> {
                     return Err(error);
                 }
                 space::empty_dir(&self.slot_dir);
-                Err(StageError::OutOfSpace { what: format!("slot {}", self.slot), path: self.slot_dir.clone(), source: Box::new(error) })
+                Err(StageError::OutOfSpace { place: format!("slot {}", self.slot), path: self.slot_dir.clone(), source: Box::new(error) })
             }
         }
     }
@@ -434,13 +434,12 @@ impl PreparedStage<'_> {
                 }
                 EntryKind::File { size, sha256, chunks } => {
                     let plan = self.plans.get(&entry.path).cloned().unwrap_or(FilePlan::Rebuild);
-                    if matches!(plan, FilePlan::Keep) {
-                        metadata::apply(&path, entry, false).map_err(io_error("set metadata of", &path))?;
-                        continue;
-                    }
                     let temp = self.scratch.join(self.pending.len().to_string());
                     match plan {
-                        FilePlan::Keep => {}
+                        FilePlan::Keep => {
+                            metadata::apply(&path, entry, false).map_err(io_error("set metadata of", &path))?;
+                            continue;
+                        }
                         FilePlan::CopyFromActive(from) => {
                             if self.copy_file(&from, &temp, sha256)? {
                                 self.stats.files_copied += 1;

@@ -17,7 +17,7 @@ use crate::boot::PartitionSetup;
 use crate::command;
 use crate::delta::DeltaPack;
 use crate::format::Manifest;
-use crate::slot::StageStats;
+use crate::slot::{PartitionError, StageError, StageStats};
 use crate::source::ReleaseSource;
 use crate::state::{Phase, Slot, SlotRelease, State};
 
@@ -42,7 +42,17 @@ impl Updater {
         cache_dir: &Path,
         delta: Option<&DeltaPack>,
     ) -> Result<StageStats, UpdateError> {
-        let image = partition.slots.stage(manifest, target, active, source, cache_dir, delta)?;
+        let image = match partition.slots.stage(manifest, target, active, source, cache_dir, delta) {
+            Ok(image) => image,
+            // Chunks are downloaded while the image is written, so the
+            // cache can fill up here; its partial downloads are removed.
+            Err(PartitionError::Source(error)) if crate::slot::space::is_storage_full(&error) => {
+                crate::slot::space::empty_dir(cache_dir);
+                let source = Box::new(StageError::Source(error));
+                return Err(StageError::OutOfSpace { place: "the download cache".to_owned(), path: cache_dir.to_owned(), source }.into());
+            }
+            Err(error) => return Err(error.into()),
+        };
         let from_delta = image.delta_bytes > 0;
         Ok(StageStats {
             files_rebuilt: u64::from(!from_delta),
